@@ -1,0 +1,1 @@
+"""The ``ades`` command-line interface (click)."""

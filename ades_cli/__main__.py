@@ -1,0 +1,3 @@
+from ades_cli.main import cli
+
+cli(prog_name="ades")

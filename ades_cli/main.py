@@ -1,0 +1,173 @@
+"""The ``ades`` command: ``ades run`` trains, ``ades list`` shows what is registered."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ades_cli.options import COMMA_LIST, EPS, overrides_from_options
+
+# Errors a user can cause with a bad option or file: shown as one line, exit 1.
+_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, TypeError, FileNotFoundError)
+
+
+def _fail(exc: BaseException) -> click.ClickException:
+    message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return click.ClickException(message.strip().splitlines()[0] if message.strip() else type(exc).__name__)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ades", prog_name="ades")
+def cli() -> None:
+    """ades: instance-adaptive adversarial training (ADES) and the standard defenses."""
+
+
+def _run_options(fn):
+    """The options of ``ades run``; every one defaults to "not given" so presets apply."""
+    options = [
+        click.option("--preset", type=click.Choice(["paper", "quick"]), help="Start from a named setting; explicit options override it."),
+        click.option("--defense", help="Training method: ades, pgd-at, static-des (see `ades list`)."),
+        click.option("--cue", type=COMMA_LIST, help="Comma-separated cues, e.g. grad,entropy,mcdropout."),
+        click.option("--backbone", help="ades_* or any timm model name, e.g. ades_wrn34_10, ades_cnn_small."),
+        click.option("--drop-rate", type=float, help="Dropout rate passed to the backbone."),
+        click.option("--dataset", help="cifar10, cifar100 or imagefolder."),
+        click.option("--data-dir", type=click.Path(path_type=Path), help="Dataset root (imagefolder: holds train/ and test/)."),
+        click.option("--download/--no-download", default=None, help="Download CIFAR through torchvision when missing."),
+        click.option("--augment/--no-augment", default=None, help="Random crop (padding 4) and horizontal flip."),
+        click.option("--image-size", type=int, help="Resize image-folder images to this square size."),
+        click.option("--epochs", type=int, help="Training epochs."),
+        click.option("--batch-size", type=int, help="Training batch size."),
+        click.option("--lr", type=float, help="SGD learning rate (decayed x0.1 at 75% and 90% of the epochs)."),
+        click.option("--momentum", type=float, help="SGD momentum."),
+        click.option("--weight-decay", type=float, help="SGD weight decay."),
+        click.option("--eps", type=EPS, help="Fixed budget of pgd-at, e.g. 8/255 or 0.0314."),
+        click.option("--eps-min", type=EPS, help="Smallest adaptive budget: eps_x = eps_min + lam * sigma(x)."),
+        click.option("--lam", type=EPS, help="Range of the adaptive budget (lambda), e.g. 8/255."),
+        click.option("--steps", type=int, help="PGD steps during training."),
+        click.option("--alpha", type=EPS, help="PGD step size, e.g. 2/255."),
+        click.option("--attack-loss", help="Loss the training attack maximises: ce or cw."),
+        click.option("--scheduler", help="Budget scheduler: fixed, static, mlp (default: the defense's own)."),
+        click.option("--scheduler-objective", help="How the learnable scheduler is trained: paper, allocate-max, allocate-min."),
+        click.option("--scheduler-lr", type=float, help="Adam learning rate of the learnable scheduler."),
+        click.option("--scheduler-hidden", type=int, help="Hidden width of the MLP scheduler."),
+        click.option("--static-weights", help="Comma-separated weights of the static scheduler, one per cue."),
+        click.option("--mc-samples", type=int, help="Stochastic passes T of the mcdropout cue."),
+        click.option("--mc-mode", type=click.Choice(["auto", "modules", "features"]), help="How mcdropout samples."),
+        click.option("--mc-dropout-p", type=float, help="Feature-dropout rate of mcdropout in 'features' mode."),
+        click.option("--eval-eps", type=EPS, help="Budget of the per-epoch held-out PGD check."),
+        click.option("--eval-steps", type=int, help="Steps of the per-epoch held-out PGD check."),
+        click.option("--eval-every", type=int, help="Evaluate every N epochs (and always after the last)."),
+        click.option("--eval-batch-size", type=int, help="Batch size of the held-out check."),
+        click.option("--train-subset", type=int, help="Train on this many random training images."),
+        click.option("--test-subset", type=int, help="Evaluate on this many random test images."),
+        click.option("--seed", type=int, help="Seed of every random choice."),
+        click.option("--device", help="auto, cpu, cuda or cuda:N."),
+        click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), help="Mixed precision (auto: bf16 on CUDA, off on CPU)."),
+        click.option("--log-every", type=int, help="Refresh the progress line every N steps."),
+        click.option("--out", type=click.Path(path_type=Path), help="Run folder (default runs/<defense>-<backbone>-seed<seed>)."),
+        click.option("--overwrite", is_flag=True, help="Replace a run already in --out."),
+        click.option("--quiet", is_flag=True, help="No progress bar or epoch lines."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def config_from_options(preset: str | None, options: dict[str, Any]):
+    """Defaults <- preset <- explicit options, validated into a RunConfig."""
+    from ades_core import RunConfig
+    from ades_core.presets import PRESETS, merge
+
+    raw = merge(PRESETS[preset] if preset else {}, overrides_from_options(options))
+    return RunConfig.from_dict(raw)
+
+
+@cli.command()
+@_run_options
+def run(preset: str | None, out: Path | None, overwrite: bool, quiet: bool, **options: Any) -> None:
+    """Train a model with adversarial training and write its run folder.
+
+    \b
+    Example (CPU, minutes):
+      ades run --preset quick --defense ades --cue grad,entropy,mcdropout \\
+               --dataset imagefolder --data-dir ~/.cache/ades/cifar10-imagefolder
+    """
+    import ades_core
+    from ades_core.config import format_eps
+    from ades_core.engine.trainer import Trainer
+
+    try:
+        config = config_from_options(preset, options)
+    except _USER_ERRORS as exc:
+        raise _fail(exc) from None
+    out = out or Path("runs") / f"{config.defense}-{config.model.backbone}-seed{config.seed}"
+    console = Console(stderr=True, quiet=quiet)
+    budget = config.budget
+    if config.defense == "pgd-at":
+        budget_text = f"eps {format_eps(budget.eps)}"
+    else:
+        budget_text = f"eps in [{format_eps(budget.eps_min)}, {format_eps(budget.eps_max)}] (eps_min + lam*sigma)"
+    console.print(
+        f"[bold]ades run[/bold] {config.defense} on {config.data.dataset} with {config.model.backbone}, "
+        f"{budget_text}, PGD-{config.attack.steps} alpha {format_eps(config.attack.alpha)}, "
+        f"{config.optim.epochs} epochs -> {out}",
+        highlight=False,
+    )
+    try:
+        setup = ades_core.build(config)
+        trainer = Trainer(setup, console=console, progress=not quiet, overwrite=overwrite)
+        history = trainer.fit(out)
+    except _USER_ERRORS as exc:
+        raise _fail(exc) from None
+    last = history[-1]
+    click.echo(
+        f"done: {out}  test clean {100 * last['test_clean_acc']:.2f}%  "
+        f"PGD-{last['test_pgd_steps']}@{format_eps(last['test_eps'])} {100 * last['test_pgd_acc']:.2f}%  "
+        f"(n={last['test_n']}, {last['train_seconds']:.1f} s/epoch)"
+    )
+
+
+@cli.command("list")
+def list_components() -> None:
+    """Show every registered defense, cue, scheduler, objective, attack, dataset and backbone."""
+    import ades_core
+    from ades_core.backbones import ades_backbone_names, backbone_description
+
+    console = Console()
+    families = [
+        ("defenses", ades_core.DEFENSES),
+        ("cues", ades_core.CUES),
+        ("schedulers", ades_core.SCHEDULERS),
+        ("scheduler objectives", ades_core.SCHEDULER_OBJECTIVES),
+        ("attacks", ades_core.ATTACKS),
+        ("datasets", ades_core.DATASETS),
+    ]
+    for title, registry in families:
+        table = Table(title=title, title_justify="left", show_edge=False)
+        for column in ("name", "description", "paper", "from"):
+            table.add_column(column)
+        for entry in registry.entries():
+            table.add_row(entry.name, entry.description, entry.paper, entry.source)
+        console.print(table)
+    table = Table(title="backbones (timm registry)", title_justify="left", show_edge=False)
+    table.add_column("name")
+    table.add_column("description")
+    for name in ades_backbone_names():
+        table.add_row(name, backbone_description(name))
+    table.add_row("<any timm model>", "e.g. resnet18, where it accepts the input size")
+    console.print(table)
+    for failure in ades_core.PLUGIN_FAILURES:
+        console.print(f"[red]plugin error:[/red] {failure}", highlight=False)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    cli(prog_name="ades")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Click parameter types and the option -> config mapping shared by commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ades_core.config import format_eps, parse_eps
+
+
+class EpsType(click.ParamType):
+    """A budget in [0, 1] pixel scale: ``8/255`` or ``0.0314``."""
+
+    name = "eps"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_eps(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class CommaList(click.ParamType):
+    """``a,b,c`` -> ``("a", "b", "c")``."""
+
+    name = "list"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        items = tuple(part.strip() for part in str(value).split(",") if part.strip())
+        if not items:
+            self.fail("expected a comma-separated list, got an empty value", param, ctx)
+        return items
+
+
+EPS = EpsType()
+COMMA_LIST = CommaList()
+
+# option name -> (config section or None for top level, field name)
+RUN_OPTION_FIELDS: dict[str, tuple[str | None, str]] = {
+    "defense": (None, "defense"),
+    "seed": (None, "seed"),
+    "device": (None, "device"),
+    "amp": (None, "amp"),
+    "log_every": (None, "log_every"),
+    "cue": ("cues", "names"),
+    "mc_samples": ("cues", "mc_samples"),
+    "mc_mode": ("cues", "mc_mode"),
+    "mc_dropout_p": ("cues", "mc_dropout_p"),
+    "backbone": ("model", "backbone"),
+    "drop_rate": ("model", "drop_rate"),
+    "dataset": ("data", "dataset"),
+    "data_dir": ("data", "data_dir"),
+    "batch_size": ("data", "batch_size"),
+    "train_subset": ("data", "train_subset"),
+    "test_subset": ("data", "test_subset"),
+    "image_size": ("data", "image_size"),
+    "download": ("data", "download"),
+    "augment": ("data", "augment"),
+    "epochs": ("optim", "epochs"),
+    "lr": ("optim", "lr"),
+    "momentum": ("optim", "momentum"),
+    "weight_decay": ("optim", "weight_decay"),
+    "eps": ("budget", "eps"),
+    "eps_min": ("budget", "eps_min"),
+    "lam": ("budget", "lam"),
+    "steps": ("attack", "steps"),
+    "alpha": ("attack", "alpha"),
+    "attack_loss": ("attack", "loss"),
+    "scheduler": ("scheduler", "name"),
+    "scheduler_objective": ("scheduler", "objective"),
+    "scheduler_lr": ("scheduler", "lr"),
+    "scheduler_hidden": ("scheduler", "hidden"),
+    "static_weights": ("scheduler", "weights"),
+    "eval_eps": ("eval", "eps"),
+    "eval_steps": ("eval", "steps"),
+    "eval_every": ("eval", "every"),
+    "eval_batch_size": ("eval", "batch_size"),
+}
+
+
+def overrides_from_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The nested config dict of the options that were given (``None`` = not given)."""
+    nested: dict[str, Any] = {}
+    for option, value in options.items():
+        if value is None or option not in RUN_OPTION_FIELDS:
+            continue
+        section, field = RUN_OPTION_FIELDS[option]
+        if section is None:
+            nested[field] = value
+        else:
+            nested.setdefault(section, {})[field] = value
+    return nested
+
+
+__all__ = ["COMMA_LIST", "EPS", "RUN_OPTION_FIELDS", "format_eps", "overrides_from_options"]

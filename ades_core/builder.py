@@ -1,0 +1,204 @@
+"""The one public way to assemble a run: ``build(RunConfig) -> TrainingSetup``.
+
+    >>> from ades_core import RunConfig, build
+    >>> config = RunConfig.from_dict({
+    ...     "defense": "ades",
+    ...     "data": {"dataset": "imagefolder", "data_dir": "cifar10-imagefolder", "train_subset": 512},
+    ...     "model": {"backbone": "ades_cnn_small"},
+    ...     "optim": {"epochs": 1},
+    ... })                                                   # doctest: +SKIP
+    >>> build(config).fit("runs/ades-small")                 # doctest: +SKIP
+
+Components are looked up by name in their registries (built-ins and
+plugins) and checked against their protocols once, here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ades_core.config import RunConfig
+from ades_core.data import DataRequest, DeviceLoader, load_datasets
+from ades_core.defenses import DefenseParts
+from ades_core.engine.checkpoint import ModelSpec
+from ades_core.engine.setup import TrainingSetup
+from ades_core.protocols import BudgetedAttack, CueExtractor, Defense, Scheduler
+from ades_core.registries import (
+    ATTACKS,
+    CUES,
+    DEFENSES,
+    SCHEDULER_OBJECTIVES,
+    SCHEDULERS,
+)
+from ades_core.schedulers.objectives import SchedulerObjective
+
+
+class BuildError(ValueError):
+    """Parts that do not fit together; one line."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; a CUDA name without CUDA fails clearly."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BuildError(f"device {name!r} asked for but CUDA is not available; use --device cpu or auto")
+    return device
+
+
+def resolve_autocast(amp: str, device: torch.device) -> torch.dtype | None:
+    """Mixed-precision dtype: ``auto`` is bf16 on CUDA (fp16 where bf16 is missing), off on CPU."""
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+def _checked(obj: Any, protocol: type, what: str) -> Any:
+    if not isinstance(obj, protocol):
+        raise BuildError(f"{what} ({type(obj).__name__}) does not satisfy the {protocol.__name__} protocol")
+    return obj
+
+
+def build_defense(config: RunConfig, autocast_dtype: torch.dtype | None = None) -> Defense:
+    """The defense of ``config`` with its cues, scheduler, objective and attack."""
+    entry = DEFENSES.entry(config.defense)
+    uses_cues = entry.meta.get("uses_cues", True)
+    cue_names = config.cues.names if uses_cues else ()
+    cues = tuple(
+        _checked(CUES.build(name, config.cues), CueExtractor, f"cue {name!r}") for name in cue_names
+    )
+    scheduler_name = config.scheduler.name or entry.meta.get("scheduler", "mlp")
+    learnable = SCHEDULERS.entry(scheduler_name).meta.get("learnable", False)
+    if entry.meta.get("learnable") and not learnable:
+        raise BuildError(
+            f"defense {config.defense!r} needs a learnable scheduler, got {scheduler_name!r}; "
+            f"learnable: {', '.join(n for n in SCHEDULERS if SCHEDULERS.entry(n).meta.get('learnable'))}"
+        )
+    objective = None
+    if learnable:
+        objective = _checked(
+            SCHEDULER_OBJECTIVES.build(config.scheduler.objective),
+            SchedulerObjective,
+            f"scheduler objective {config.scheduler.objective!r}",
+        )
+    scheduler = _checked(
+        SCHEDULERS.build(
+            scheduler_name,
+            config.scheduler,
+            num_cues=len(cues),
+            budget=config.budget,
+            allocation=objective.allocation if objective is not None else "free",
+        ),
+        Scheduler,
+        f"scheduler {scheduler_name!r}",
+    )
+    attack = _checked(
+        ATTACKS.build(config.attack.name, config.attack, autocast_dtype=autocast_dtype),
+        BudgetedAttack,
+        f"attack {config.attack.name!r}",
+    )
+    parts = DefenseParts(
+        cues=cues, scheduler=scheduler, attack=attack, objective=objective, autocast_dtype=autocast_dtype
+    )
+    return _checked(DEFENSES.build(config.defense, parts), Defense, f"defense {config.defense!r}")
+
+
+def build(config: RunConfig) -> TrainingSetup:
+    """Load the data, build model, defense, optimisers and loaders for ``config``.
+
+    Seeds torch's generators with ``config.seed`` first, so the same config
+    builds the same initial weights.
+    """
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    autocast_dtype = resolve_autocast(config.amp, device)
+    data_cfg = config.data
+    data = load_datasets(
+        data_cfg.dataset,
+        DataRequest(
+            root=data_cfg.data_dir,
+            train_subset=data_cfg.train_subset,
+            test_subset=data_cfg.test_subset,
+            seed=config.seed,
+            download=data_cfg.download,
+            image_size=data_cfg.image_size,
+        ),
+    )
+    spec = ModelSpec(
+        backbone=config.model.backbone,
+        num_classes=data.num_classes,
+        mean=data.mean,
+        std=data.std,
+        drop_rate=config.model.drop_rate,
+    )
+    model = spec.build().to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    defense = build_defense(config, autocast_dtype)
+    if isinstance(defense, torch.nn.Module):
+        defense = defense.to(device)
+    optim = config.optim
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
+    )
+    lr_schedule = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=optim.milestone_epochs(), gamma=optim.gamma
+    )
+    defense_params = [p for p in defense.parameters() if p.requires_grad]
+    defense_optimizer = torch.optim.Adam(defense_params, lr=config.scheduler.lr) if defense_params else None
+    grad_scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
+    train_loader = DeviceLoader(
+        data.train,
+        batch_size=data_cfg.batch_size,
+        device=device,
+        shuffle=True,
+        augment=data_cfg.augment,
+        drop_last=False,
+        seed=config.seed,
+    )
+    eval_attack = ATTACKS.build(
+        "pgd",
+        config.attack.__class__(steps=config.eval.steps, alpha=config.eval.alpha, random_start=True),
+        autocast_dtype=autocast_dtype,
+    )
+    uses_cues = DEFENSES.entry(config.defense).meta.get("uses_cues", True)
+    scheduler = getattr(defense, "scheduler", None)
+    resolved = {
+        "device": str(device),
+        "autocast_dtype": str(autocast_dtype).replace("torch.", "") if autocast_dtype else None,
+        "cues": list(config.cues.names) if uses_cues else [],
+        "scheduler": config.scheduler.name or DEFENSES.entry(config.defense).meta.get("scheduler"),
+        "scheduler_learnable": defense_optimizer is not None,
+        "allocation": getattr(scheduler, "allocation", None),
+        "num_classes": data.num_classes,
+        "classes": list(data.train.classes),
+        "train_size": len(data.train),
+        "test_size": len(data.test),
+        "mean": list(data.mean),
+        "std": list(data.std),
+    }
+    return TrainingSetup(
+        config=config,
+        resolved=resolved,
+        device=device,
+        autocast_dtype=autocast_dtype,
+        model=model,
+        model_spec=spec,
+        defense=defense,
+        optimizer=optimizer,
+        lr_schedule=lr_schedule,
+        defense_optimizer=defense_optimizer,
+        grad_scaler=grad_scaler,
+        train_loader=train_loader,
+        test_data=data.test,
+        eval_attack=eval_attack,
+    )

@@ -1,0 +1,31 @@
+"""Batch-wise min-max normalisation of raw cues."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+CONSTANT_CUE_VALUE = 0.5
+"""The normalised value of a cue that is constant over the batch (no information)."""
+
+
+def minmax_normalize(raw: Tensor, *, tiny: float = 1e-12) -> Tensor:
+    """Min-max normalise each column of ``raw`` over the batch to ``[0, 1]``.
+
+    Args:
+        raw: ``(B,)`` or ``(B, k)`` finite cue values.
+        tiny: a column whose range (max - min) is at most this is treated as
+            constant and maps to :data:`CONSTANT_CUE_VALUE` (0.5) everywhere,
+            so a constant cue never produces NaN and carries no preference.
+
+    Returns:
+        a float32 tensor of ``raw``'s shape with values in ``[0, 1]``.
+    """
+    values = raw.float()
+    low = values.amin(dim=0, keepdim=True)
+    high = values.amax(dim=0, keepdim=True)
+    span = high - low
+    constant = span <= tiny
+    scaled = (values - low) / torch.where(constant, torch.ones_like(span), span)
+    scaled = torch.where(constant, torch.full_like(scaled, CONSTANT_CUE_VALUE), scaled)
+    return scaled.clamp_(0.0, 1.0)

@@ -1,0 +1,26 @@
+"""Data: splits held as uint8 tensors, the dataset registry's factories, device-side batching.
+
+Importing this package registers the ``cifar10``, ``cifar100`` and
+``imagefolder`` datasets in :data:`ades_core.registries.DATASETS`.
+"""
+
+from ades_core.data.augment import crop_flip_with, random_crop_flip
+from ades_core.data.datasets import (
+    DataError,
+    DataRequest,
+    DatasetSplits,
+    ImageTensors,
+    load_datasets,
+)
+from ades_core.data.loader import DeviceLoader
+
+__all__ = [
+    "DataError",
+    "DataRequest",
+    "DatasetSplits",
+    "DeviceLoader",
+    "ImageTensors",
+    "crop_flip_with",
+    "load_datasets",
+    "random_crop_flip",
+]

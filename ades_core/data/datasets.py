@@ -1,0 +1,453 @@
+"""Datasets held as uint8 tensors; the ``cifar10``, ``cifar100`` and ``imagefolder`` factories.
+
+A dataset factory (registered in :data:`ades_core.registries.DATASETS`) takes a
+:class:`DataRequest` and returns :class:`DatasetSplits`: the train and test
+splits as uint8 image tensors ``(N, C, H, W)`` on the CPU with int64 labels
+``(N,)``, plus the per-channel mean and std in ``[0, 1]`` pixel scale that the
+model's input normalisation uses. Small CIFAR-style datasets fit in memory, so
+the whole split is decoded once and batches are cut from it on the device
+(see :mod:`ades_core.data.loader`).
+
+Subsets (``train_subset``, ``test_subset``) are drawn uniformly at random
+without replacement from ``seed``, as sorted indices, *before* any image is
+decoded, so a 200-image subset of a 50,000-image folder loads in a blink.
+
+Example::
+
+    splits = load_datasets("imagefolder", DataRequest(root="~/data/cifar10", train_subset=1000))
+    splits.train.images.shape  # torch.Size([1000, 3, 32, 32]), uint8
+    splits.num_classes, splits.mean  # 10, (0.49..., 0.48..., 0.44...)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from ades_core.registries import DATASETS
+
+__all__ = [
+    "DataError",
+    "ImageTensors",
+    "DatasetSplits",
+    "DataRequest",
+    "load_datasets",
+    "subset_indices",
+    "IMAGE_EXTENSIONS",
+]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".gif", ".webp")
+"""Extensions the ``imagefolder`` dataset reads: those ``torchvision.io.decode_image`` decodes."""
+
+DECODE_THREADS = 4
+"""Threads decoding an image folder; torchvision's decoders release the GIL."""
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+
+class DataError(ValueError):
+    """A dataset that cannot be found, read or assembled; the message is one line."""
+
+
+def _tensor_repr(t: Tensor) -> str:
+    return f"Tensor(shape={tuple(t.shape)}, dtype={t.dtype})"
+
+
+# --------------------------------------------------------------------------- values
+
+
+@attrs.frozen(eq=False)
+class ImageTensors:
+    """One split held in memory.
+
+    Attributes:
+        images: uint8 ``(N, C, H, W)`` on the CPU, pixel values 0..255.
+        labels: int64 ``(N,)`` on the CPU, each in ``[0, len(classes))``.
+        classes: the class names; ``labels`` index into them.
+    """
+
+    images: Tensor = attrs.field(repr=_tensor_repr)
+    labels: Tensor = attrs.field(repr=_tensor_repr)
+    classes: tuple[str, ...] = attrs.field(converter=tuple)
+
+    def __attrs_post_init__(self) -> None:
+        images, labels = self.images, self.labels
+        if not isinstance(images, Tensor) or images.ndim != 4 or images.dtype != torch.uint8:
+            raise DataError(f"images must be a uint8 (N, C, H, W) tensor, got {_describe(images)}")
+        if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.dtype != torch.int64:
+            raise DataError(f"labels must be an int64 (N,) tensor, got {_describe(labels)}")
+        if images.device.type != "cpu" or labels.device.type != "cpu":
+            raise DataError(
+                f"images and labels must be on the CPU, got {images.device} and {labels.device}"
+            )
+        if len(images) != len(labels):
+            raise DataError(f"{len(images)} images but {len(labels)} labels; they must match")
+        if not self.classes or not all(isinstance(c, str) for c in self.classes):
+            raise DataError(f"classes must be a non-empty sequence of names, got {self.classes!r}")
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(self.classes)):
+            raise DataError(
+                f"labels must lie in [0, {len(self.classes)}) for {len(self.classes)} classes, "
+                f"got [{int(labels.min())}, {int(labels.max())}]"
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of every image."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def _float_tuple(values: Sequence[float]) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
+
+
+@attrs.frozen(eq=False)
+class DatasetSplits:
+    """A dataset's train and test splits and its per-channel statistics.
+
+    Attributes:
+        name: the registered dataset name ("cifar10", "imagefolder", ...).
+        train, test: the splits; same classes, same ``(C, H, W)``.
+        mean, std: per-channel mean and standard deviation of the train pixels,
+            in ``[0, 1]`` pixel scale, one value per channel.
+    """
+
+    name: str
+    train: ImageTensors
+    test: ImageTensors
+    mean: tuple[float, ...] = attrs.field(converter=_float_tuple)
+    std: tuple[float, ...] = attrs.field(converter=_float_tuple)
+
+    def __attrs_post_init__(self) -> None:
+        if self.train.classes != self.test.classes:
+            raise DataError(f"{self.name}: train and test classes differ; they must be the same")
+        if self.train.image_shape != self.test.image_shape:
+            raise DataError(
+                f"{self.name}: train images are {self.train.image_shape} but test images are "
+                f"{self.test.image_shape} (C, H, W); they must match"
+            )
+        channels = self.train.image_shape[0]
+        if len(self.mean) != channels or len(self.std) != channels:
+            raise DataError(
+                f"{self.name}: mean and std need {channels} values (one per channel), "
+                f"got {len(self.mean)} and {len(self.std)}"
+            )
+        if not all(s > 0 for s in self.std):
+            raise DataError(f"{self.name}: std must be positive per channel, got {self.std}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train.classes)
+
+
+def _optional_positive(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise DataError(f"{attribute.name} must be a positive integer or None (all), got {value!r}")
+
+
+def _integer(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DataError(f"{attribute.name} must be an integer, got {value!r}")
+
+
+def _boolean(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise DataError(f"{attribute.name} must be True or False, got {value!r}")
+
+
+def _expand_path(value: str | Path) -> Path:
+    return Path(value).expanduser()
+
+
+@attrs.frozen(kw_only=True)
+class DataRequest:
+    """What a dataset factory is asked to load.
+
+    Attributes:
+        root: the folder holding the dataset (``~`` is expanded).
+        train_subset, test_subset: load this many samples of the split, drawn
+            uniformly at random without replacement from ``seed``; None loads all.
+        seed: the seed of the subset draws.
+        download: whether a downloadable dataset (CIFAR) may be fetched into ``root``.
+        image_size: resize every image to ``(image_size, image_size)`` pixels
+            (antialiased); None keeps the stored size, which must then be uniform.
+    """
+
+    root: Path = attrs.field(converter=_expand_path)
+    train_subset: int | None = attrs.field(default=None, validator=_optional_positive)
+    test_subset: int | None = attrs.field(default=None, validator=_optional_positive)
+    seed: int = attrs.field(default=0, validator=_integer)
+    download: bool = attrs.field(default=True, validator=_boolean)
+    image_size: int | None = attrs.field(default=None, validator=_optional_positive)
+
+
+def load_datasets(name: str, request: DataRequest) -> DatasetSplits:
+    """Load the dataset registered as ``name``.
+
+    Unknown names raise :class:`~ades_core.registry.RegistryError` listing the registered ones.
+    """
+    return DATASETS.build(name, request)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def subset_indices(size: int, subset: int | None, seed: int, split: str) -> Tensor | None:
+    """Sorted int64 indices of ``subset`` of ``size`` samples, or None for all of them.
+
+    The draw is uniform without replacement and depends only on ``(size, subset, seed)``.
+    """
+    if subset is None:
+        return None
+    if subset > size:
+        raise DataError(
+            f"{split} subset of {subset} asked, but the {split} split holds {size} samples"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(size, generator=generator)[:subset].sort().values
+
+
+def _resize(images: Tensor, image_size: int | None) -> Tensor:
+    """Resize uint8 ``(..., C, H, W)`` to ``(image_size, image_size)`` if it is not already."""
+    if image_size is None or tuple(images.shape[-2:]) == (image_size, image_size):
+        return images
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.resize(images, [image_size, image_size], antialias=True)
+
+
+def _channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and population std of uint8 ``(N, C, H, W)``, in ``[0, 1]`` scale."""
+    values = torch.arange(256, dtype=torch.float64) / 255
+    means, stds = [], []
+    for c in range(images.shape[1]):
+        counts = torch.bincount(images[:, c].reshape(-1), minlength=256).to(torch.float64)
+        total = counts.sum()
+        mean = (counts * values).sum() / total
+        var = (counts * (values - mean) ** 2).sum() / total
+        means.append(float(mean))
+        stds.append(float(var.sqrt()))
+    return tuple(means), tuple(stds)
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+
+def _load_cifar(
+    dataset_cls: Any, label: str, name: str, request: DataRequest, mean: tuple, std: tuple
+) -> DatasetSplits:
+    splits = []
+    wanted = ((True, request.train_subset, "train"), (False, request.test_subset, "test"))
+    for train, subset, split in wanted:
+        try:
+            ds = dataset_cls(str(request.root), train=train, download=request.download)
+        except Exception as exc:  # noqa: BLE001 - RuntimeError (missing), URLError (offline)
+            reason = "downloading is off" if not request.download else _short_reason(exc)
+            raise DataError(
+                f"{label} is not in {request.root} and could not be downloaded ({reason}); "
+                "pass --data-dir to a folder holding it, or use --dataset imagefolder "
+                "with a train/ and test/ image folder"
+            ) from exc
+        data = torch.from_numpy(ds.data)  # (N, 32, 32, 3) uint8
+        labels = torch.as_tensor(ds.targets, dtype=torch.int64)
+        chosen = subset_indices(len(labels), subset, request.seed, split)
+        if chosen is not None:
+            data, labels = data[chosen], labels[chosen]
+        images = _resize(data.permute(0, 3, 1, 2).contiguous(), request.image_size)
+        splits.append(ImageTensors(images, labels, tuple(ds.classes)))
+    return DatasetSplits(name, splits[0], splits[1], mean, std)
+
+
+def _short_reason(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+@DATASETS.register(
+    "cifar10", description="CIFAR-10 (torchvision layout; downloaded if allowed)", paper=""
+)
+def cifar10(request: DataRequest) -> DatasetSplits:
+    """CIFAR-10: 50,000 train and 10,000 test 32x32 RGB images of 10 classes."""
+    from torchvision.datasets import CIFAR10
+
+    return _load_cifar(CIFAR10, "CIFAR-10", "cifar10", request, CIFAR10_MEAN, CIFAR10_STD)
+
+
+@DATASETS.register(
+    "cifar100", description="CIFAR-100 (torchvision layout; downloaded if allowed)", paper=""
+)
+def cifar100(request: DataRequest) -> DatasetSplits:
+    """CIFAR-100: 50,000 train and 10,000 test 32x32 RGB images of 100 classes."""
+    from torchvision.datasets import CIFAR100
+
+    return _load_cifar(CIFAR100, "CIFAR-100", "cifar100", request, CIFAR100_MEAN, CIFAR100_STD)
+
+
+# --------------------------------------------------------------------------- image folder
+
+
+def _list_split(folder: Path, split: str) -> tuple[list[str], list[tuple[str, int]]]:
+    """Class names and ``(path, label)`` samples of one split folder."""
+    from torchvision.datasets.folder import find_classes, make_dataset
+
+    if not folder.is_dir():
+        raise DataError(
+            f"{folder} is missing; an image folder needs train/ and test/ subfolders "
+            "each holding one folder of images per class"
+        )
+    try:
+        classes, class_to_idx = find_classes(folder)
+    except FileNotFoundError:
+        raise DataError(
+            f"the {split} split {folder} holds no class folders; "
+            f"put its images in {folder}/<class>/"
+        ) from None
+    samples = make_dataset(folder, class_to_idx, extensions=IMAGE_EXTENSIONS, allow_empty=True)
+    if not samples:
+        raise DataError(
+            f"the {split} split {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}) "
+            "in its class folders"
+        )
+    return classes, samples
+
+
+def _name_some(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _decode_one(path: str, image_size: int | None) -> Tensor:
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        image = decode_image(path, mode=ImageReadMode.RGB)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise DataError(f"could not decode {path}: {_short_reason(exc)}") from None
+    return _resize(image, image_size)
+
+
+_TORCHVISION_IO_DEPRECATION = (
+    "The image decoding and encoding capabilities of TorchVision are deprecated"
+)
+
+
+def _decode_all(paths: Sequence[str], image_size: int | None, split: str, folder: Path) -> Tensor:
+    """Decode ``paths`` into one uint8 ``(N, 3, H, W)`` tensor, in chunks on a thread pool.
+
+    torchvision 0.29 warns on every decode that its image I/O will move to
+    TorchCodec; that warning is silenced here (once per file is noise, not news).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=_TORCHVISION_IO_DEPRECATION, category=DeprecationWarning
+        )
+        return _decode_all_quietly(paths, image_size, split, folder)
+
+
+def _decode_all_quietly(
+    paths: Sequence[str], image_size: int | None, split: str, folder: Path
+) -> Tensor:
+    first = _decode_one(paths[0], image_size)
+    out = torch.empty((len(paths), *first.shape), dtype=torch.uint8)
+    out[0] = first
+
+    def decode_range(start: int, stop: int) -> tuple[str, tuple[int, ...]] | None:
+        for i in range(start, stop):
+            image = _decode_one(paths[i], image_size)
+            if image.shape != first.shape:
+                return paths[i], tuple(image.shape)
+            out[i] = image
+        return None
+
+    chunk = max(64, math.ceil(len(paths) / (DECODE_THREADS * 8)))
+    ranges = [(s, min(s + chunk, len(paths))) for s in range(1, len(paths), chunk)]
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        mismatches = [m for m in pool.map(lambda r: decode_range(*r), ranges) if m is not None]
+    if mismatches:
+        path, shape = mismatches[0]
+        raise DataError(
+            f"images in the {split} split {folder} have different sizes ({_hw(first.shape)} in "
+            f"{paths[0]}, {_hw(shape)} in {path}); pass an image size (image_size, --image-size) "
+            "to resize them all to one square size"
+        )
+    return out
+
+
+def _hw(shape: Sequence[int]) -> str:
+    return f"{shape[-2]}x{shape[-1]}"
+
+
+@DATASETS.register(
+    "imagefolder",
+    description="any root/train/<class>/*.jpg|png and root/test/<class>/* image folder",
+    paper="",
+)
+def imagefolder(request: DataRequest) -> DatasetSplits:
+    """An image folder in torchvision's ImageFolder layout, decoded to RGB.
+
+    ``root/train/<class>/<images>`` and ``root/test/<class>/<images>``, with the
+    same class folders in both; labels follow the sorted class names. Mean and
+    std are computed from the (subset of the) train images.
+    """
+    root = request.root
+    if not root.is_dir():
+        raise DataError(
+            f"image folder {root} does not exist; pass --data-dir to a folder with train/ and "
+            "test/ subfolders, each holding one folder of images per class"
+        )
+    listed = {split: _list_split(root / split, split) for split in ("train", "test")}
+    train_classes, test_classes = listed["train"][0], listed["test"][0]
+    if train_classes != test_classes:
+        only_train = sorted(set(train_classes) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(train_classes))
+        raise DataError(
+            f"train and test classes of {root} differ: "
+            f"only in train: {_name_some(only_train) or '(none)'}; "
+            f"only in test: {_name_some(only_test) or '(none)'}"
+        )
+
+    splits: dict[str, ImageTensors] = {}
+    subsets = {"train": request.train_subset, "test": request.test_subset}
+    for split, (classes, samples) in listed.items():
+        chosen = subset_indices(len(samples), subsets[split], request.seed, split)
+        if chosen is not None:
+            samples = [samples[i] for i in chosen.tolist()]
+        images = _decode_all([p for p, _ in samples], request.image_size, split, root / split)
+        labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+        splits[split] = ImageTensors(images, labels, tuple(classes))
+
+    if request.image_size is None and splits["train"].image_shape != splits["test"].image_shape:
+        raise DataError(
+            f"train images of {root} are {_hw(splits['train'].image_shape)} but test images are "
+            f"{_hw(splits['test'].image_shape)}; pass an image size (image_size, --image-size) "
+            "to resize them all to one square size"
+        )
+    mean, std = _channel_stats(splits["train"].images)
+    if not all(s > 0 for s in std):
+        raise DataError(
+            f"the train images of {root} have a constant channel (std {std}); "
+            "they cannot be normalised"
+        )
+    return DatasetSplits("imagefolder", splits["train"], splits["test"], mean, std)

@@ -1,0 +1,106 @@
+"""Adversarial training with per-sample budgets: PGD-AT, Static-DES and ADES.
+
+The three differ only in their parts: PGD-AT has no cues and a fixed budget,
+Static-DES a fixed weighted mean of the cues, ADES a learnable MLP trained with
+a scheduler objective through the envelope-theorem gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ades_core.cues import extract_cues
+from ades_core.model_mode import autocast_for, eval_mode
+from ades_core.protocols import BudgetedAttack, CueContext, CueExtractor, Scheduler, StepOutput
+from ades_core.schedulers.objectives import SchedulerObjective
+
+
+@attrs.frozen(kw_only=True)
+class DefenseParts:
+    """What the builder hands a defense factory (``DEFENSES`` contract)."""
+
+    cues: tuple[CueExtractor, ...]
+    scheduler: Scheduler
+    attack: BudgetedAttack
+    objective: SchedulerObjective | None = None
+    autocast_dtype: torch.dtype | None = None
+
+
+def envelope_input(x: Tensor, x_adv: Tensor, eps: Tensor) -> Tensor:
+    """``x_adv`` with a gradient path to ``eps`` as the envelope theorem gives it.
+
+    The value is ``x_adv`` exactly. Its derivative w.r.t. ``eps_i`` is
+    ``sign(x_adv - x)`` on the pixels where the ball's constraint is active
+    (``|x_adv - x| = eps_i``, to a relative 1e-4) and 0 elsewhere (pixels
+    inside the ball or held by the [0, 1] box), so backpropagating a loss
+    through it gives ``dL_i/d eps_i = sum_j |dL_i/dx_j|`` over the active set,
+    the Lagrange multiplier of the budget constraint.
+
+    Args:
+        x, x_adv: ``(B, C, H, W)``; ``eps``: ``(B,)`` carrying the scheduler's graph.
+    """
+    view = (-1,) + (1,) * (x.ndim - 1)
+    delta = (x_adv - x).detach()
+    radius = eps.detach().view(view)
+    active = delta.abs() >= radius * (1 - 1e-4)
+    direction = torch.where(active & (radius > 0), delta.sign(), torch.zeros_like(delta))
+    return x_adv.detach() + (eps - eps.detach()).view(view) * direction
+
+
+class BudgetedAdversarialTraining(nn.Module):
+    """Cues -> scheduler -> per-sample budgets -> attack -> cross-entropy on ``x_adv``.
+
+    The model loss is ``mean_i CE(f(x_adv_i), y_i)``. When the scheduler is
+    learnable and an objective is given, the same backward pass also gives the
+    scheduler ``w_i * dL/d eps_i * d eps_i/d theta`` (``w_i`` from the
+    objective), and the model's own gradients are unchanged by it.
+    """
+
+    def __init__(self, name: str, parts: DefenseParts) -> None:
+        super().__init__()
+        self.name = name
+        self.cue_extractors = tuple(parts.cues)
+        self.scheduler = parts.scheduler
+        self.attack = parts.attack
+        self.objective = parts.objective
+        self.autocast_dtype = parts.autocast_dtype
+
+    def step(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor) -> StepOutput:
+        ctx = CueContext(model, x, y, self.autocast_dtype)
+        budget = self.scheduler(extract_cues(self.cue_extractors, ctx))
+        eps = budget.eps
+        x_adv = self.attack(model, x, y, eps.detach())
+        learn_schedule = self.objective is not None and eps.requires_grad
+        model_input = envelope_input(x, x_adv, eps) if learn_schedule else x_adv
+        with autocast_for(x, self.autocast_dtype):
+            logits = model(model_input)
+        per_sample = F.cross_entropy(logits.float(), y, reduction="none")
+        if learn_schedule:
+            weight = self.objective.eps_grad_weight(per_sample.detach())
+            eps.register_hook(lambda grad: grad * weight)
+        return StepOutput(
+            loss=per_sample.mean(),
+            logits_adv=logits.detach().float(),
+            budget=budget.detach(),
+            logits_clean=self._clean_logits(ctx),
+        )
+
+    @staticmethod
+    def _clean_logits(ctx: CueContext) -> Tensor:
+        """Clean logits for the train-accuracy metric: the cues' if computed, else one eval forward."""
+        if ctx.has_logits:
+            return ctx.logits
+        with torch.no_grad(), eval_mode(ctx.model), autocast_for(ctx.x, ctx.autocast_dtype):
+            return ctx.model(ctx.x).float()
+
+
+def budgeted_defense(name: str):
+    def factory(parts: DefenseParts) -> BudgetedAdversarialTraining:
+        return BudgetedAdversarialTraining(name, parts)
+
+    return factory

@@ -1,0 +1,51 @@
+"""A fully wired training setup, as the builder returns it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from ades_core.config import RunConfig
+from ades_core.data import DeviceLoader, ImageTensors
+from ades_core.engine.checkpoint import ModelSpec
+from ades_core.protocols import BudgetedAttack, Defense
+
+
+@attrs.define(kw_only=True)
+class TrainingSetup:
+    """Every part of one run, wired and on its device; ``fit(out)`` trains it.
+
+    Attributes:
+        config: the validated run config.
+        resolved: names the builder chose on the config's behalf (device,
+            scheduler, objective, autocast dtype, data sizes), for ``config.json``.
+        model: the classifier, ``(B, C, H, W)`` in [0, 1] -> logits.
+        defense: the training method; its own parameters (a learnable
+            scheduler) are optimised by ``defense_optimizer``.
+        eval_attack: the per-epoch held-out attack (PGD-20 at ``config.eval.eps``).
+    """
+
+    config: RunConfig
+    resolved: dict[str, Any]
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    model: nn.Module
+    model_spec: ModelSpec
+    defense: Defense
+    optimizer: torch.optim.Optimizer
+    lr_schedule: torch.optim.lr_scheduler.LRScheduler
+    defense_optimizer: torch.optim.Optimizer | None
+    grad_scaler: torch.amp.GradScaler | None
+    train_loader: DeviceLoader
+    test_data: ImageTensors
+    eval_attack: BudgetedAttack
+
+    def fit(self, out: str | Path, **kwargs: Any) -> list[dict[str, Any]]:
+        """Train for ``config.optim.epochs`` epochs, writing the run folder ``out``."""
+        from ades_core.engine.trainer import Trainer
+
+        return Trainer(self, **kwargs).fit(Path(out))

@@ -1,0 +1,38 @@
+"""Exact save/restore of a model's train/eval mode, and device-agnostic autocast."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+
+@contextlib.contextmanager
+def module_modes(model: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """Put every submodule in ``training`` mode, then restore each one's own flag.
+
+    ``model.train(old)`` is not enough to restore: a model may mix modes (for
+    example BN frozen in eval while dropout trains), so every submodule's
+    ``training`` flag is saved and put back exactly, also on an exception.
+    """
+    saved = [(m, m.training) for m in model.modules()]
+    try:
+        model.train(training)
+        yield model
+    finally:
+        for module, flag in saved:
+            module.training = flag
+
+
+def eval_mode(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
+    """Eval mode (no BN statistic updates, dropout off) inside, exact restore after."""
+    return module_modes(model, False)
+
+
+def autocast_for(x: Tensor, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` on ``x``'s device type when ``dtype`` is given, else a no-op."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=x.device.type, dtype=dtype)

@@ -1,0 +1,248 @@
+"""The four contracts of ades and the values they pass between them.
+
+Units and shapes, everywhere in ades:
+  * images ``x`` are float tensors ``(B, C, H, W)`` in ``[0, 1]`` pixel scale;
+    input normalisation lives inside the model;
+  * budgets ``eps`` are L-inf radii in the same ``[0, 1]`` pixel scale
+    (``8/255 = 0.0314``), one per sample: a tensor of shape ``(B,)``;
+  * labels ``y`` are int64 ``(B,)``; dataset indices ``idx`` int64 ``(B,)``;
+  * every tensor a component makes lives on the device of its input.
+
+One training step, top to bottom::
+
+    Defense.step(model, x, y, idx)
+      -> CueExtractor(s) on a CueContext: raw cues (B,) each -> Cues (B, k) in [0, 1]
+      -> Scheduler(cues): Budget, eps (B,) in [eps_min, eps_max]
+      -> BudgetedAttack(model, x, y, eps): x_adv, |x_adv - x|_inf <= eps_i, in [0, 1]
+      -> StepOutput(loss, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+
+def _check_tensor(ndim: int):
+    def check(instance: object, attribute: attrs.Attribute, value: Tensor) -> None:
+        if not isinstance(value, Tensor) or value.ndim != ndim:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"{attribute.name} must be a {ndim}-d tensor, got {shape}")
+
+    return check
+
+
+@attrs.frozen
+class Cues:
+    """A batch of normalised cues, one column per cue.
+
+    Attributes:
+        values: ``(B, k)`` float, each column min-max normalised over the batch
+            to ``[0, 1]``; detached (cues carry no gradient into the model).
+        names: the ``k`` cue names, in column order.
+    """
+
+    values: Tensor = attrs.field(validator=_check_tensor(2))
+    names: tuple[str, ...] = attrs.field(converter=tuple)
+
+    def __attrs_post_init__(self) -> None:
+        if self.values.shape[1] != len(self.names):
+            raise ValueError(
+                f"Cues has {self.values.shape[1]} columns but {len(self.names)} names {self.names}"
+            )
+
+    @classmethod
+    def empty(cls, batch_size: int, device: torch.device | str) -> Cues:
+        """No cues (for fixed-budget defenses): values of shape ``(B, 0)``."""
+        return cls(torch.empty(batch_size, 0, device=device), ())
+
+    @property
+    def batch_size(self) -> int:
+        return self.values.shape[0]
+
+    def column(self, name: str) -> Tensor:
+        """The ``(B,)`` column of cue ``name``."""
+        return self.values[:, self.names.index(name)]
+
+
+@attrs.frozen
+class Budget:
+    """Per-sample L-inf budgets for one batch.
+
+    Attributes:
+        eps: ``(B,)`` radii in ``[0, 1]`` pixel scale, within ``[eps_min, eps_max]``.
+            It may carry a gradient to a learnable scheduler's parameters.
+        sigma: ``(B,)`` the scheduler's output in ``[0, 1]``
+            (``eps = eps_min + (eps_max - eps_min) * sigma``), or ``None`` for a
+            fixed budget.
+        eps_min, eps_max: the bounds the scheduler guarantees (floats).
+    """
+
+    eps: Tensor = attrs.field(validator=_check_tensor(1))
+    sigma: Tensor | None = None
+    eps_min: float = 0.0
+    eps_max: float = 1.0
+
+    def __attrs_post_init__(self) -> None:
+        if self.sigma is not None and self.sigma.shape != self.eps.shape:
+            raise ValueError(
+                f"sigma shape {tuple(self.sigma.shape)} differs from eps {tuple(self.eps.shape)}"
+            )
+        if not 0.0 <= self.eps_min <= self.eps_max <= 1.0:
+            raise ValueError(f"need 0 <= eps_min <= eps_max <= 1, got {self.eps_min}, {self.eps_max}")
+
+    def detach(self) -> Budget:
+        sigma = None if self.sigma is None else self.sigma.detach()
+        return attrs.evolve(self, eps=self.eps.detach(), sigma=sigma)
+
+
+@attrs.frozen
+class StepOutput:
+    """What one defense step hands to the trainer.
+
+    Attributes:
+        loss: scalar tensor; ``loss.backward()`` gives the gradients of the model
+            and of the defense's own parameters (a learnable scheduler).
+        logits_adv: ``(B, num_classes)`` on the adversarial inputs, detached.
+        logits_clean: ``(B, num_classes)`` on the clean inputs, detached, or
+            ``None`` when the defense did not compute them.
+        budget: the budgets used, detached.
+    """
+
+    loss: Tensor
+    logits_adv: Tensor
+    budget: Budget
+    logits_clean: Tensor | None = None
+
+
+class CueContext:
+    """The inputs a cue sees, with the clean forward/backward shared between cues.
+
+    ``logits`` and ``input_grad`` are computed at most once per batch (one
+    forward and one input-gradient backward), whichever cue asks first, with
+    the model in eval mode (no BN statistic updates, dropout off) and
+    parameter gradients untouched.
+
+    Attributes:
+        model: the classifier, ``(B, C, H, W)`` in [0, 1] -> logits ``(B, K)``.
+        x: ``(B, C, H, W)`` clean inputs in [0, 1].
+        y: ``(B,)`` int64 labels.
+        autocast_dtype: dtype for autocast on the model's forward, or ``None``.
+    """
+
+    def __init__(
+        self, model: nn.Module, x: Tensor, y: Tensor, autocast_dtype: torch.dtype | None = None
+    ) -> None:
+        self.model = model
+        self.x = x
+        self.y = y
+        self.autocast_dtype = autocast_dtype
+        self._logits: Tensor | None = None
+        self._input_grad: Tensor | None = None
+
+    def _forward_backward(self) -> None:
+        from ades_core.model_mode import autocast_for, eval_mode
+
+        x = self.x.detach().requires_grad_(True)
+        with eval_mode(self.model), torch.enable_grad():
+            with autocast_for(x, self.autocast_dtype):
+                logits = self.model(x)
+            loss = nn.functional.cross_entropy(logits.float(), self.y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x)
+        self._logits = logits.detach().float()
+        self._input_grad = grad.detach()
+
+    @property
+    def has_logits(self) -> bool:
+        """Whether the clean forward has already run (then ``logits`` is free)."""
+        return self._logits is not None
+
+    @property
+    def logits(self) -> Tensor:
+        """``(B, K)`` float32 logits on the clean inputs, eval mode, detached."""
+        if self._logits is None:
+            self._forward_backward()
+        return self._logits  # type: ignore[return-value]
+
+    @property
+    def input_grad(self) -> Tensor:
+        """``(B, C, H, W)`` gradient of the per-sample cross-entropy w.r.t. ``x``."""
+        if self._input_grad is None:
+            self._forward_backward()
+        return self._input_grad  # type: ignore[return-value]
+
+
+@runtime_checkable
+class CueExtractor(Protocol):
+    """Computes one raw (unnormalised) per-sample cue.
+
+    Contract: ``__call__(ctx)`` returns a detached float ``(B,)`` tensor on
+    ``ctx.x``'s device, finite, in the cue's own units (larger = "harder" is the
+    convention, not a requirement). It must not change the model's mode,
+    parameters, gradients or BN statistics. Normalisation to [0, 1] over the
+    batch is done by the caller, not by the cue.
+    """
+
+    name: str
+
+    def __call__(self, ctx: CueContext) -> Tensor: ...
+
+
+@runtime_checkable
+class Scheduler(Protocol):
+    """Maps normalised cues to per-sample budgets.
+
+    Contract: ``__call__(cues)`` with ``cues.values`` of shape ``(B, k)`` in
+    [0, 1] returns a :class:`Budget` whose ``eps`` ``(B,)`` lies in
+    ``[eps_min, eps_max]`` for every input; ``eps = eps_min + (eps_max -
+    eps_min) * sigma``. A learnable scheduler is an ``nn.Module`` whose
+    parameters receive gradients through ``Budget.eps``.
+    """
+
+    eps_min: float
+    eps_max: float
+
+    def __call__(self, cues: Cues) -> Budget: ...
+
+    def parameters(self) -> Iterator[nn.Parameter]: ...
+
+
+@runtime_checkable
+class BudgetedAttack(Protocol):
+    """An L-inf attack with one budget per sample.
+
+    Contract: ``__call__(model, x, y, eps)`` with ``x`` ``(B, C, H, W)`` in
+    [0, 1], ``y`` ``(B,)`` and ``eps`` ``(B,)`` (or a float, for all samples)
+    returns a detached ``x_adv`` of ``x``'s shape, dtype and device with
+    ``|x_adv - x|_inf <= eps_i`` per sample (up to float32 rounding of
+    ``x +- eps``) and ``0 <= x_adv <= 1``. The model's train/eval mode of
+    every submodule is the same afterwards as before, and parameter gradients
+    are not touched. No host-device synchronisation inside the attack loop.
+    """
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, eps: Tensor | float) -> Tensor: ...
+
+
+@runtime_checkable
+class Defense(Protocol):
+    """One adversarial-training method: the loss of one minibatch.
+
+    Contract: ``step(model, x, y, idx)`` with ``x`` ``(B, C, H, W)`` in [0, 1],
+    labels and dataset indices ``(B,)``, called with the model in train mode,
+    returns a :class:`StepOutput` whose ``loss.backward()`` produces every
+    gradient the method needs (model and the defense's own ``parameters()``).
+    The defense does not step optimisers, move tensors between devices or
+    write files.
+    """
+
+    name: str
+
+    def step(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor) -> StepOutput: ...
+
+    def parameters(self) -> Iterator[nn.Parameter]: ...
+
+    def state_dict(self) -> dict[str, Tensor]: ...

@@ -1,0 +1,31 @@
+"""The registries of ades, one per component family, with their calling contracts.
+
+Built-in components register themselves in their own modules; third-party
+packages through the entry-point group named beside each registry.
+"""
+
+from __future__ import annotations
+
+from ades_core.registry import Registry
+
+CUES: Registry = Registry("cue", "ades.cues")
+"""name -> ``factory(options: CueOptions) -> CueExtractor``."""
+
+SCHEDULERS: Registry = Registry("scheduler", "ades.schedulers")
+"""name -> ``factory(options: SchedulerOptions, num_cues: int) -> Scheduler``."""
+
+SCHEDULER_OBJECTIVES: Registry = Registry("scheduler objective", "ades.scheduler_objectives")
+"""name -> ``factory() -> SchedulerObjective`` (how a learnable scheduler is trained)."""
+
+ATTACKS: Registry = Registry("attack", "ades.attacks")
+"""name -> ``factory(options: AttackOptions) -> BudgetedAttack``."""
+
+ATTACK_LOSSES: Registry = Registry("attack loss")
+"""name -> ``loss(logits (B, K), y (B,)) -> (B,)`` per-sample loss to maximise."""
+
+DEFENSES: Registry = Registry("defense", "ades.defenses")
+"""name -> ``factory(parts: DefenseParts) -> Defense``; meta ``scheduler`` names
+the scheduler it uses unless the config chooses one."""
+
+DATASETS: Registry = Registry("dataset")
+"""name -> ``factory(request: DataRequest) -> DatasetSplits``."""

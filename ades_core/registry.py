@@ -1,0 +1,189 @@
+"""Named registries of component factories, and entry-point plugin discovery.
+
+A :class:`Registry` maps a name to a *factory*: a callable that the builder
+calls with the typed config section of its family (see each registry's
+docstring in :mod:`ades_core.registries`) and that returns an object satisfying
+the family's protocol. Registration is a decorator or a plain call::
+
+    @CUES.register("entropy", description="softmax entropy")
+    def entropy_cue(options: CueOptions) -> CueExtractor: ...
+
+Duplicates and unknown names raise :class:`RegistryError` (a ``KeyError`` and
+``ValueError``) whose one-line message lists the names that are registered.
+
+Third-party packages add components through one entry-point group per family
+(``ades.cues``, ``ades.schedulers``, ``ades.attacks``, ``ades.defenses``,
+``ades.backbones``); the entry point names a factory (or, for backbones, a
+module that registers itself into timm). Set ``ADES_DISABLE_PLUGINS=1`` to
+turn discovery off.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+import attrs
+
+T = TypeVar("T")
+
+PLUGINS_DISABLED_ENV = "ADES_DISABLE_PLUGINS"
+
+
+class RegistryError(KeyError, ValueError):
+    """An unknown or duplicate name; the message is one self-contained line."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+@attrs.frozen
+class Entry(Generic[T]):
+    """One registered component: its factory and what `ades list` shows of it."""
+
+    name: str
+    factory: T
+    description: str = ""
+    paper: str = ""
+    source: str = "ades"  # "ades" for built-ins, "dist==version" for plugins
+    meta: dict[str, Any] = attrs.field(factory=dict)
+
+
+class Registry(Generic[T]):
+    """A name -> factory map for one component family.
+
+    Args:
+        family: what the registry holds, singular ("cue", "defense"); used in errors.
+        entry_point_group: the ``importlib.metadata`` group plugins register under.
+    """
+
+    def __init__(self, family: str, entry_point_group: str | None = None) -> None:
+        self.family = family
+        self.entry_point_group = entry_point_group
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(
+        self,
+        name: str,
+        factory: T | None = None,
+        *,
+        description: str = "",
+        paper: str = "",
+        source: str = "ades",
+        **meta: Any,
+    ) -> Any:
+        """Register ``factory`` under ``name``; without a factory, return a decorator."""
+
+        def add(obj: T) -> T:
+            if name in self._entries:
+                raise RegistryError(
+                    f"{self.family} {name!r} is already registered "
+                    f"(by {self._entries[name].source}); choose another name"
+                )
+            self._entries[name] = Entry(name, obj, description, paper, source, dict(meta))
+            return obj
+
+        return add if factory is None else add(factory)
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (for tests and plugin reloads)."""
+        self._entries.pop(name, None)
+
+    def entry(self, name: str) -> Entry[T]:
+        """The entry for ``name``; unknown names raise with the known ones listed."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise RegistryError(
+                f"unknown {self.family} {name!r}; registered: {', '.join(self.names()) or '(none)'}"
+            ) from None
+
+    def get(self, name: str) -> T:
+        """The factory registered under ``name``."""
+        return self.entry(name).factory
+
+    def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the factory registered under ``name`` with the given arguments."""
+        return self.get(name)(*args, **kwargs)  # type: ignore[operator]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry[T]]:
+        return [self._entries[n] for n in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.family!r}, {self.names()})"
+
+
+@attrs.frozen
+class PluginFailure:
+    """A plugin that could not be loaded: reported, never swallowed."""
+
+    group: str
+    name: str
+    distribution: str
+    error: str
+
+    def __str__(self) -> str:
+        return (
+            f"failed to load plugin {self.name!r} from dist {self.distribution!r} "
+            f"(group {self.group}): {self.error}"
+        )
+
+
+def plugins_disabled() -> bool:
+    return os.environ.get(PLUGINS_DISABLED_ENV, "").strip() not in ("", "0", "false")
+
+
+def _dist_label(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "unknown"
+    return f"{dist.metadata['Name']}=={dist.version}"
+
+
+def load_entry_points(
+    registry: Registry[Any],
+    entry_points: list[metadata.EntryPoint] | None = None,
+    *,
+    validate: Callable[[Any], str | None] | None = None,
+) -> list[PluginFailure]:
+    """Load the plugins of ``registry``'s entry-point group into it.
+
+    Each entry point must resolve to a factory; it is registered under the entry
+    point's name with ``source`` set to its distribution. ``validate`` may return a
+    reason to reject the loaded object. Failures are returned, not raised, so one
+    broken plugin does not take the rest of the CLI down.
+    """
+    group = registry.entry_point_group
+    if group is None:
+        return []
+    if entry_points is None:
+        entry_points = list(metadata.entry_points(group=group))
+    failures: list[PluginFailure] = []
+    for ep in entry_points:
+        label = _dist_label(ep)
+        try:
+            obj = ep.load()
+            reason = validate(obj) if validate is not None else None
+            if reason:
+                raise TypeError(reason)
+            description = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+            registry.register(
+                ep.name, obj, description=description[0] if description else "", source=label
+            )
+        except Exception as exc:  # noqa: BLE001 - reported by name, never swallowed
+            failures.append(PluginFailure(group, ep.name, label, f"{type(exc).__name__}: {exc}"))
+    return failures

@@ -1,0 +1,76 @@
+"""The ``mlp`` scheduler: ADES's learnable ``phi_w`` (2 layers, ReLU, sigmoid)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ades_core.config import BudgetConfig, SchedulerOptions
+from ades_core.protocols import Budget, Cues
+from ades_core.registries import SCHEDULERS
+
+ALLOCATIONS = ("free", "mean")
+
+
+def centre_sigma(raw: torch.Tensor) -> torch.Tensor:
+    """Hold the batch mean of sigma at exactly 0.5, with nothing to clip.
+
+    ``sigma_i = 0.5 + 0.5 * (s_i - mean(s))`` for ``s`` in (0, 1): the result
+    lies in (0, 1) for every input, its batch mean is 0.5, and only the
+    allocation across samples is learned (``(B,)`` -> ``(B,)``).
+    """
+    return 0.5 + 0.5 * (raw - raw.mean())
+
+
+class MLPScheduler(nn.Module):
+    """``sigma = sigmoid(W2 relu(W1 c + b1) + b2)``; ``eps = eps_min + lam * sigma``.
+
+    Args:
+        num_cues: ``k``, the width of the cue vector.
+        hidden: width of the hidden layer.
+        eps_min, lam: budget bounds in [0, 1] pixel scale.
+        allocation: ``free`` (sigma is the MLP's output; the mean budget may
+            drift) or ``mean`` (:func:`centre_sigma`: the batch mean budget is
+            held at ``eps_min + lam / 2`` exactly and only its allocation is learned).
+
+    The output layer starts near zero, so sigma starts at about 0.5 for every sample.
+    """
+
+    def __init__(
+        self, num_cues: int, *, hidden: int, eps_min: float, lam: float, allocation: str = "free"
+    ) -> None:
+        super().__init__()
+        if num_cues < 1:
+            raise ValueError("the mlp scheduler needs at least one cue (--cue)")
+        if allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation {allocation!r} is not one of: {', '.join(ALLOCATIONS)}")
+        self.net = nn.Sequential(nn.Linear(num_cues, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        nn.init.normal_(self.net[2].weight, std=1e-2)
+        nn.init.zeros_(self.net[2].bias)
+        self.num_cues = num_cues
+        self.allocation = allocation
+        self.eps_min = float(eps_min)
+        self.eps_max = float(eps_min + lam)
+
+    def forward(self, cues: Cues) -> Budget:
+        values = cues.values
+        if values.shape[1] != self.num_cues:
+            raise ValueError(
+                f"mlp scheduler was built for {self.num_cues} cues, got {values.shape[1]} {cues.names}"
+            )
+        first = self.net[0].weight
+        raw = torch.sigmoid(self.net(values.to(first.dtype)).squeeze(1).float())
+        sigma = centre_sigma(raw) if self.allocation == "mean" else raw
+        eps = (self.eps_min + (self.eps_max - self.eps_min) * sigma).clamp(self.eps_min, self.eps_max)
+        return Budget(eps=eps, sigma=sigma, eps_min=self.eps_min, eps_max=self.eps_max)
+
+
+@SCHEDULERS.register(
+    "mlp", description="learnable 2-layer MLP (ReLU, sigmoid) on the cues (ADES)", learnable=True
+)
+def mlp_scheduler(
+    options: SchedulerOptions, *, num_cues: int, budget: BudgetConfig, allocation: str
+) -> MLPScheduler:
+    return MLPScheduler(
+        num_cues, hidden=options.hidden, eps_min=budget.eps_min, lam=budget.lam, allocation=allocation
+    )
