@@ -153,8 +153,14 @@ class DataConfig:
 class ModelConfig:
     """The classifier: a timm model name (``ades_*`` or any timm model)."""
 
-    backbone: str = "ades_wrn34_10"
+    backbone: str = attrs.field(default="ades_wrn34_10")
     drop_rate: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.lt(1.0)])
+
+    @backbone.validator
+    def _known(self, attribute: attrs.Attribute, value: str) -> None:
+        from ades_core.backbones.factory import check_backbone_name
+
+        check_backbone_name(value)
 
 
 @attrs.frozen(kw_only=True)

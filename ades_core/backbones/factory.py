@@ -29,7 +29,8 @@ def ades_backbone_names() -> list[str]:
     return sorted(timm.list_models("ades_*"))
 
 
-def _check_known(name: str) -> None:
+def check_backbone_name(name: str) -> None:
+    """Raise :class:`RegistryError` (listing the ades backbones) unless timm knows ``name``."""
     if not isinstance(name, str) or not is_model(name):
         raise RegistryError(
             f"unknown backbone {name!r}; ades backbones: {', '.join(ades_backbone_names())}; "
@@ -47,7 +48,7 @@ def backbone_description(name: str) -> str:
     The first line of the timm entry point's docstring, or ``"timm model <name>"``
     when it has none. Unknown names raise :class:`RegistryError`.
     """
-    _check_known(name)
+    check_backbone_name(name)
     doc = (model_entrypoint(name).__doc__ or "").strip()
     return doc.splitlines()[0].strip() if doc else f"timm model {name}"
 
@@ -79,7 +80,7 @@ def create_classifier(
         RegistryError: ``name`` is not a registered model.
         ValueError: the model rejects ``kwargs``, or ``mean`` / ``std`` are malformed.
     """
-    _check_known(name)
+    check_backbone_name(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     in_chans = kwargs.get("in_chans", 3)

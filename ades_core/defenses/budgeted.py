@@ -35,11 +35,16 @@ def envelope_input(x: Tensor, x_adv: Tensor, eps: Tensor) -> Tensor:
     """``x_adv`` with a gradient path to ``eps`` as the envelope theorem gives it.
 
     The value is ``x_adv`` exactly. Its derivative w.r.t. ``eps_i`` is
-    ``sign(x_adv - x)`` on the pixels where the ball's constraint is active
-    (``|x_adv - x| = eps_i``, to a relative 1e-4) and 0 elsewhere (pixels
-    inside the ball or held by the [0, 1] box), so backpropagating a loss
-    through it gives ``dL_i/d eps_i = sum_j |dL_i/dx_j|`` over the active set,
-    the Lagrange multiplier of the budget constraint.
+    ``(x_adv - x) / eps_i`` (the attack's perturbation scaled with its ball)
+    on every pixel that is not held by the [0, 1] box, and 0 on the pixels
+    the box holds. Backpropagating a loss through it gives
+    ``dL_i/d eps_i = <grad_x L_i(x_adv), (x_adv - x) / eps_i>``. At an exact
+    maximiser, pixels inside the ball have zero gradient, so this is
+    ``sum_j |dL_i/dx_j|`` over the pixels where ``|delta_ij| = eps_i``: the
+    Lagrange multiplier of the budget constraint, i.e. the envelope-theorem
+    derivative ``dL(f(x + delta*))/d eps``. When a truncated PGD stops short of
+    the boundary, the scaled direction still carries the signal, where a
+    strict active-set rule would give zero.
 
     Args:
         x, x_adv: ``(B, C, H, W)``; ``eps``: ``(B,)`` carrying the scheduler's graph.
@@ -47,8 +52,9 @@ def envelope_input(x: Tensor, x_adv: Tensor, eps: Tensor) -> Tensor:
     view = (-1,) + (1,) * (x.ndim - 1)
     delta = (x_adv - x).detach()
     radius = eps.detach().view(view)
-    active = delta.abs() >= radius * (1 - 1e-4)
-    direction = torch.where(active & (radius > 0), delta.sign(), torch.zeros_like(delta))
+    held_by_box = ((x_adv <= 0) & (delta < 0)) | ((x_adv >= 1) & (delta > 0))
+    scaled = delta / torch.where(radius > 0, radius, torch.ones_like(radius))
+    direction = torch.where(held_by_box | (radius <= 0), torch.zeros_like(delta), scaled)
     return x_adv.detach() + (eps - eps.detach()).view(view) * direction
 
 

@@ -23,10 +23,10 @@ class StaticWeightedCues(nn.Module):
 
     def __init__(self, weights: Sequence[float], *, eps_min: float, lam: float) -> None:
         super().__init__()
-        w = torch.tensor([float(x) for x in weights], dtype=torch.float32)
-        if w.numel() == 0 or bool((w < 0).any()) or float(w.sum()) <= 0:
+        w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
+        if w.numel() == 0 or bool((w < 0).any()) or not float(w.sum()) > 0:
             raise ValueError(f"static weights must be non-negative with a positive sum, got {list(weights)}")
-        self.register_buffer("weights", w / w.sum())
+        self.register_buffer("weights", (w / w.sum()).float())
         self.eps_min = float(eps_min)
         self.eps_max = float(eps_min + lam)
 
