@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from torch import Tensor, nn
 
-from ades_core.backbones.normalized import CIFAR10_MEAN, CIFAR10_STD
+from ades_core.backbones.cifar_cfg import cifar_cfg, create_cifar_model
 
 __all__ = ["SmallCNN"]
 
@@ -109,32 +109,10 @@ class SmallCNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _create_cnn(variant: str, pretrained: bool = False, **kwargs: Any) -> SmallCNN:
-    if pretrained:
-        raise ValueError(f"{variant} has no pretrained weights; use pretrained=False")
-    return build_model_with_cfg(SmallCNN, variant, pretrained, **kwargs)
-
-
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 10,
-        "input_size": (3, 32, 32),
-        "fixed_input_size": True,
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": CIFAR10_MEAN,
-        "std": CIFAR10_STD,
-        "first_conv": "features.0",
-        "classifier": "fc",
-        **kwargs,
-    }
-
-
-default_cfgs = generate_default_cfgs({"ades_cnn_small": _cfg()})
+default_cfgs = generate_default_cfgs({"ades_cnn_small": cifar_cfg(fixed_input_size=True, first_conv="features.0")})
 
 
 @register_model
 def ades_cnn_small(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
     """Small 4-conv CNN with a dropout head (1.1M parameters), fast on CPU."""
-    return _create_cnn("ades_cnn_small", pretrained, **kwargs)
+    return create_cifar_model(SmallCNN, "ades_cnn_small", pretrained, **kwargs)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn.functional as F
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from torch import Tensor, nn
 
-from ades_core.backbones.normalized import CIFAR10_MEAN, CIFAR10_STD
+from ades_core.backbones.cifar_cfg import cifar_cfg, create_cifar_model
 
 __all__ = ["PreActResNet"]
 
@@ -137,33 +137,11 @@ class PreActResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _create_preact_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> PreActResNet:
-    if pretrained:
-        raise ValueError(f"{variant} has no pretrained weights; use pretrained=False")
-    return build_model_with_cfg(PreActResNet, variant, pretrained, **kwargs)
-
-
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 10,
-        "input_size": (3, 32, 32),
-        "pool_size": (4, 4),
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": CIFAR10_MEAN,
-        "std": CIFAR10_STD,
-        "first_conv": "conv1",
-        "classifier": "fc",
-        **kwargs,
-    }
-
-
-default_cfgs = generate_default_cfgs({"ades_preact_resnet18": _cfg()})
+default_cfgs = generate_default_cfgs({"ades_preact_resnet18": cifar_cfg(pool_size=(4, 4))})
 
 
 @register_model
 def ades_preact_resnet18(pretrained: bool = False, **kwargs: Any) -> PreActResNet:
     """Pre-activation ResNet-18 for CIFAR (11.2M parameters)."""
     model_args = dict(layers=(2, 2, 2, 2))
-    return _create_preact_resnet("ades_preact_resnet18", pretrained, **dict(model_args, **kwargs))
+    return create_cifar_model(PreActResNet, "ades_preact_resnet18", pretrained, **dict(model_args, **kwargs))

@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn.functional as F
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from torch import Tensor, nn
 
-from ades_core.backbones.normalized import CIFAR10_MEAN, CIFAR10_STD
+from ades_core.backbones.cifar_cfg import cifar_cfg, create_cifar_model
 
 __all__ = ["WideResNet"]
 
@@ -143,33 +143,11 @@ class WideResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _create_wrn(variant: str, pretrained: bool = False, **kwargs: Any) -> WideResNet:
-    if pretrained:
-        raise ValueError(f"{variant} has no pretrained weights; use pretrained=False")
-    return build_model_with_cfg(WideResNet, variant, pretrained, **kwargs)
-
-
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 10,
-        "input_size": (3, 32, 32),
-        "pool_size": (8, 8),
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": CIFAR10_MEAN,
-        "std": CIFAR10_STD,
-        "first_conv": "conv1",
-        "classifier": "fc",
-        **kwargs,
-    }
-
-
 default_cfgs = generate_default_cfgs(
     {
-        "ades_wrn34_10": _cfg(),
-        "ades_wrn28_10": _cfg(),
-        "ades_wrn16_4": _cfg(),
+        "ades_wrn34_10": cifar_cfg(pool_size=(8, 8)),
+        "ades_wrn28_10": cifar_cfg(pool_size=(8, 8)),
+        "ades_wrn16_4": cifar_cfg(pool_size=(8, 8)),
     }
 )
 
@@ -178,18 +156,18 @@ default_cfgs = generate_default_cfgs(
 def ades_wrn34_10(pretrained: bool = False, **kwargs: Any) -> WideResNet:
     """WideResNet-34-10 for CIFAR (46.2M parameters), the TRADES / MART backbone."""
     model_args = dict(depth=34, widen_factor=10)
-    return _create_wrn("ades_wrn34_10", pretrained, **dict(model_args, **kwargs))
+    return create_cifar_model(WideResNet, "ades_wrn34_10", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def ades_wrn28_10(pretrained: bool = False, **kwargs: Any) -> WideResNet:
     """WideResNet-28-10 for CIFAR (36.5M parameters)."""
     model_args = dict(depth=28, widen_factor=10)
-    return _create_wrn("ades_wrn28_10", pretrained, **dict(model_args, **kwargs))
+    return create_cifar_model(WideResNet, "ades_wrn28_10", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def ades_wrn16_4(pretrained: bool = False, **kwargs: Any) -> WideResNet:
     """WideResNet-16-4 for CIFAR (2.7M parameters), small enough for tests."""
     model_args = dict(depth=16, widen_factor=4)
-    return _create_wrn("ades_wrn16_4", pretrained, **dict(model_args, **kwargs))
+    return create_cifar_model(WideResNet, "ades_wrn16_4", pretrained, **dict(model_args, **kwargs))
