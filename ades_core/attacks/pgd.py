@@ -65,27 +65,49 @@ class PGD:
         self.loss_fn = ATTACK_LOSSES.get(loss) if isinstance(loss, str) else loss
         self.autocast_dtype = autocast_dtype
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, eps: Tensor | float) -> Tensor:
-        """``x`` ``(B, C, H, W)`` in [0, 1], ``y`` ``(B,)``, ``eps`` ``(B,)`` or float -> ``x_adv``."""
+    def __call__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        eps: Tensor | float,
+        *,
+        start: Tensor | None = None,
+        start_grad: Tensor | None = None,
+    ) -> Tensor:
+        """``x`` ``(B, C, H, W)`` in [0, 1], ``y`` ``(B,)``, ``eps`` ``(B,)`` or float -> ``x_adv``.
+
+        Args:
+            start: a starting point ``(B, C, H, W)`` instead of the random start
+                (it is projected into each ball and the box first).
+            start_grad: the gradient of the attack loss at ``start``, already
+                computed by the caller (for example while extracting cues); the
+                first step uses it instead of a forward/backward of its own, so
+                ``steps`` steps cost ``steps - 1`` gradient computations.
+        """
         x = x.detach()
         radius = budget_column(eps, x)
         x32 = x.float()
         low = (x32 - radius).clamp_(min=0.0)
         high = (x32 + radius).clamp_(max=1.0)
-        if self.random_start:
-            start = x32 + (torch.rand_like(x32) * 2 - 1) * radius
-            x_adv = torch.minimum(torch.maximum(start, low), high)
+        if start is not None:
+            x_adv = torch.minimum(torch.maximum(start.detach().float(), low), high)
+        elif self.random_start:
+            x_adv = torch.minimum(torch.maximum(x32 + (torch.rand_like(x32) * 2 - 1) * radius, low), high)
         else:
             x_adv = x32.clone()
+        grad = None if start_grad is None else start_grad.detach()
         with eval_mode(model), torch.enable_grad():
             for _ in range(self.steps):
-                x_adv.requires_grad_(True)
-                with autocast_for(x_adv, self.autocast_dtype):
-                    logits = model(x_adv)
-                loss = self.loss_fn(logits, y).sum()
-                (grad,) = torch.autograd.grad(loss, x_adv)
+                if grad is None:
+                    x_adv.requires_grad_(True)
+                    with autocast_for(x_adv, self.autocast_dtype):
+                        logits = model(x_adv)
+                    loss = self.loss_fn(logits, y).sum()
+                    (grad,) = torch.autograd.grad(loss, x_adv)
                 step = grad.sign().nan_to_num_(0.0)
                 x_adv = torch.minimum(torch.maximum(x_adv.detach() + self.alpha * step, low), high)
+                grad = None
         return x_adv.detach().to(x.dtype)
 
 
