@@ -10,15 +10,29 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ades_cli.options import COMMA_LIST, EPS, overrides_from_options
+from ades_cli.options import COMMA_LIST, EPS, LAM, option_for_field, overrides_from_options
 
 # Errors a user can cause with a bad option or file: shown as one line, exit 1.
 _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, TypeError, FileNotFoundError)
 
 
 def _fail(exc: BaseException) -> click.ClickException:
-    message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    """One ``Error: ...`` line; a config field's error names the option that sets it."""
+    field, reason = getattr(exc, "field", None), getattr(exc, "reason", None)
+    option = option_for_field(field) if isinstance(field, str) else None
+    if option is not None and isinstance(reason, str):
+        message = f"{option}: {reason}"
+    else:
+        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     return click.ClickException(message.strip().splitlines()[0] if message.strip() else type(exc).__name__)
+
+
+def _warn_plugin_failures() -> None:
+    """Plugins that failed to load, as warnings on stderr; the command goes on without them."""
+    import ades_core
+
+    for failure in ades_core.PLUGIN_FAILURES:
+        click.echo(f"warning: {failure}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,7 +61,7 @@ def _run_options(fn):
         click.option("--weight-decay", type=float, help="SGD weight decay."),
         click.option("--eps", type=EPS, help="Fixed budget of pgd-at, e.g. 8/255 or 0.0314."),
         click.option("--eps-min", type=EPS, help="Smallest adaptive budget: eps_x = eps_min + lam * sigma(x)."),
-        click.option("--lam", type=EPS, help="Range of the adaptive budget (lambda), e.g. 8/255."),
+        click.option("--lam", type=LAM, help="Range of the adaptive budget (lambda), e.g. 8/255."),
         click.option("--steps", type=int, help="PGD steps during training."),
         click.option("--alpha", type=EPS, help="PGD step size, e.g. 2/255."),
         click.option("--attack-loss", help="Loss the training attack maximises: ce or cw."),
@@ -57,7 +71,7 @@ def _run_options(fn):
         click.option("--scheduler-hidden", type=int, help="Hidden width of the MLP scheduler."),
         click.option("--static-weights", help="Comma-separated weights of the static scheduler, one per cue."),
         click.option("--mc-samples", type=int, help="Stochastic passes T of the mcdropout cue."),
-        click.option("--mc-mode", type=click.Choice(["auto", "modules", "features"]), help="How mcdropout samples."),
+        click.option("--mc-mode", type=click.Choice(["auto", "modules", "head", "features"]), help="How mcdropout samples."),
         click.option("--mc-dropout-p", type=float, help="Feature-dropout rate of mcdropout in 'features' mode."),
         click.option("--eval-eps", type=EPS, help="Budget of the per-epoch held-out PGD check."),
         click.option("--eval-steps", type=int, help="Steps of the per-epoch held-out PGD check."),
@@ -69,8 +83,11 @@ def _run_options(fn):
         click.option("--device", help="auto, cpu, cuda or cuda:N."),
         click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), help="Mixed precision (auto: bf16 on CUDA, off on CPU)."),
         click.option("--log-every", type=int, help="Refresh the progress line every N steps."),
+        click.option("--checkpoint-every", type=click.IntRange(min=1), help="Also save the resumable training state every N steps (it is always saved after each epoch)."),
+        click.option("--on-nonfinite", type=click.Choice(["stop", "skip"]), help="A NaN/Inf loss or gradient stops the run (default) or its step is skipped."),
         click.option("--out", type=click.Path(path_type=Path), help="Run folder (default runs/<defense>-<backbone>-seed<seed>)."),
         click.option("--overwrite", is_flag=True, help="Replace a run already in --out."),
+        click.option("--resume", type=click.Path(path_type=Path), help="Continue the run in this folder from its last saved state (its config.json fixes the setting)."),
         click.option("--quiet", is_flag=True, help="No progress bar or epoch lines."),
     ]
     for option in reversed(options):
@@ -87,10 +104,38 @@ def config_from_options(preset: str | None, options: dict[str, Any]):
     return RunConfig.from_dict(raw)
 
 
+def _resumed_config(resume: Path, preset: str | None, out: Path | None, overwrite: bool, options: dict[str, Any]):
+    """The config of the run in ``resume`` with the explicitly given (resumable) options applied."""
+    from ades_core.engine.run_folder import RESUMABLE_FIELDS, ResumeConflictError, resume_config
+
+    if overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other: resume continues a run, overwrite replaces it")
+    if preset is not None:
+        raise click.UsageError("--preset cannot be combined with --resume: the run's config.json fixes its setting")
+    if out is not None and Path(out).resolve() != Path(resume).resolve():
+        raise click.UsageError(f"--out {out} differs from --resume {resume}; a resumed run stays in its folder")
+    try:
+        return resume_config(Path(resume), overrides_from_options(options))
+    except ResumeConflictError as exc:
+        option = option_for_field(exc.field) or exc.field
+        may_change = ", ".join(option_for_field(f) or f for f in RESUMABLE_FIELDS)
+        raise click.ClickException(
+            f"{option} {exc.given!r} conflicts with {exc.stored!r} in {exc.config_file}, the run being "
+            f"resumed; on --resume only {may_change} may change"
+        ) from None
+
+
 @cli.command()
 @_run_options
-def run(preset: str | None, out: Path | None, overwrite: bool, quiet: bool, **options: Any) -> None:
+def run(
+    preset: str | None, out: Path | None, overwrite: bool, resume: Path | None, quiet: bool, **options: Any
+) -> None:
     """Train a model with adversarial training and write its run folder.
+
+    The training state is saved after every epoch (and every --checkpoint-every
+    steps); `ades run --resume DIR` continues an interrupted run. On --resume
+    only --device, --data-dir, --download, --log-every, --checkpoint-every and
+    --on-nonfinite may differ from the run's config.json.
 
     \b
     Example (CPU, minutes):
@@ -99,13 +144,21 @@ def run(preset: str | None, out: Path | None, overwrite: bool, quiet: bool, **op
     """
     import ades_core
     from ades_core.config import format_eps
+    from ades_core.engine.nonfinite import NonFiniteError
+    from ades_core.engine.run_folder import check_new_run
     from ades_core.engine.trainer import Trainer
 
+    _warn_plugin_failures()
     try:
-        config = config_from_options(preset, options)
+        if resume is not None:
+            config = _resumed_config(resume, preset, out, overwrite, options)
+            out = Path(resume)
+        else:
+            config = config_from_options(preset, options)
+            out = out or Path("runs") / f"{config.defense}-{config.model.backbone}-seed{config.seed}"
+            check_new_run(out, config, overwrite=overwrite)  # reads only: refused before anything is built
     except _USER_ERRORS as exc:
         raise _fail(exc) from None
-    out = out or Path("runs") / f"{config.defense}-{config.model.backbone}-seed{config.seed}"
     console = Console(stderr=True, quiet=quiet)
     budget = config.budget
     if config.defense == "pgd-at":
@@ -120,9 +173,9 @@ def run(preset: str | None, out: Path | None, overwrite: bool, quiet: bool, **op
     )
     try:
         setup = ades_core.build(config)
-        trainer = Trainer(setup, console=console, progress=not quiet, overwrite=overwrite)
+        trainer = Trainer(setup, console=console, progress=not quiet, overwrite=overwrite, resume=resume is not None)
         history = trainer.fit(out)
-    except _USER_ERRORS as exc:
+    except (*_USER_ERRORS, NonFiniteError) as exc:
         raise _fail(exc) from None
     last = history[-1]
     click.echo(
@@ -161,8 +214,19 @@ def list_components() -> None:
         table.add_row(name, backbone_description(name))
     table.add_row("<any timm model>", "e.g. resnet18, where it accepts the input size")
     console.print(table)
-    for failure in ades_core.PLUGIN_FAILURES:
-        console.print(f"[red]plugin error:[/red] {failure}", highlight=False)
+    _warn_plugin_failures()
+
+
+from ades_cli.bench import bench_command  # noqa: E402  (commands in their own modules)
+
+cli.add_command(bench_command)
+
+
+from ades_cli.evaluate import compare_command, eval_command, plot_command  # noqa: E402
+
+cli.add_command(eval_command, "eval")
+cli.add_command(compare_command, "compare")
+cli.add_command(plot_command, "plot")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ades_core.config import format_eps, parse_eps
+from ades_core.config import format_eps, parse_eps, parse_lam
 
 
 class EpsType(click.ParamType):
@@ -19,6 +19,18 @@ class EpsType(click.ParamType):
             return value
         try:
             return parse_eps(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class LamType(EpsType):
+    """The width of the adaptive budget range, ``lam``: a budget, and never negative."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float) and value >= 0:
+            return value
+        try:
+            return parse_lam(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -38,6 +50,7 @@ class CommaList(click.ParamType):
 
 
 EPS = EpsType()
+LAM = LamType()
 COMMA_LIST = CommaList()
 
 # option name -> (config section or None for top level, field name)
@@ -47,6 +60,8 @@ RUN_OPTION_FIELDS: dict[str, tuple[str | None, str]] = {
     "device": (None, "device"),
     "amp": (None, "amp"),
     "log_every": (None, "log_every"),
+    "checkpoint_every": (None, "checkpoint_every"),
+    "on_nonfinite": (None, "on_nonfinite"),
     "cue": ("cues", "names"),
     "mc_samples": ("cues", "mc_samples"),
     "mc_mode": ("cues", "mc_mode"),
@@ -83,6 +98,14 @@ RUN_OPTION_FIELDS: dict[str, tuple[str | None, str]] = {
 }
 
 
+def option_for_field(field: str) -> str | None:
+    """The ``ades run`` option that sets config field ``field`` (``"attack.steps"`` -> ``"--steps"``)."""
+    for option, (section, name) in RUN_OPTION_FIELDS.items():
+        if field == (name if section is None else f"{section}.{name}"):
+            return "--" + option.replace("_", "-")
+    return None
+
+
 def overrides_from_options(options: dict[str, Any]) -> dict[str, Any]:
     """The nested config dict of the options that were given (``None`` = not given)."""
     nested: dict[str, Any] = {}
@@ -97,4 +120,12 @@ def overrides_from_options(options: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
-__all__ = ["COMMA_LIST", "EPS", "RUN_OPTION_FIELDS", "format_eps", "overrides_from_options"]
+__all__ = [
+    "COMMA_LIST",
+    "EPS",
+    "LAM",
+    "RUN_OPTION_FIELDS",
+    "format_eps",
+    "option_for_field",
+    "overrides_from_options",
+]

@@ -15,7 +15,7 @@ plugins) and checked against their protocols once, here.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, Protocol
 
 import torch
 
@@ -32,6 +32,7 @@ from ades_core.registries import (
     SCHEDULER_OBJECTIVES,
     SCHEDULERS,
 )
+from ades_core.registry import Registry
 from ades_core.schedulers.objectives import SchedulerObjective
 
 
@@ -62,10 +63,55 @@ def resolve_autocast(amp: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def _checked(obj: Any, protocol: type, what: str) -> Any:
+def _protocol_members(protocol: type) -> list[str]:
+    """The attributes and methods a ``typing.Protocol`` class asks for."""
+    members: list[str] = []
+    for klass in reversed(protocol.__mro__):
+        if klass in (object, Protocol, Generic) or not getattr(klass, "_is_protocol", False):
+            continue
+        names = list(getattr(klass, "__annotations__", {}))
+        names += [
+            k for k, v in vars(klass).items() if callable(v) and (not k.startswith("_") or k == "__call__")
+        ]
+        members += [n for n in names if n not in members]
+    return members
+
+
+def _checked(obj: Any, protocol: type, what: str, source: str = "ades") -> Any:
+    """``obj`` when it satisfies ``protocol``; otherwise a one-line error naming what is missing.
+
+    ``source`` is the registry entry's origin: ``"ades"`` or a plugin's ``dist==version``.
+    """
     if not isinstance(obj, protocol):
-        raise BuildError(f"{what} ({type(obj).__name__}) does not satisfy the {protocol.__name__} protocol")
+        missing = [m for m in _protocol_members(protocol) if not hasattr(obj, m)]
+        origin = f" from plugin {source}" if source != "ades" else ""
+        lacking = f" (missing: {', '.join(missing)})" if missing else ""
+        raise BuildError(
+            f"{what}{origin} built a {type(obj).__name__}, which does not satisfy the "
+            f"{protocol.__name__} protocol{lacking}"
+        )
     return obj
+
+
+def _build_part(
+    registry: Registry, name: str, protocol: type, what: str, *args: Any, **kwargs: Any
+) -> Any:
+    """Build ``name`` from ``registry`` and check it against ``protocol``.
+
+    A plugin's factory that raises is reported as a :class:`BuildError` naming
+    the plugin and its distribution; built-in factories raise as they are.
+    """
+    source = registry.entry(name).source
+    try:
+        obj = registry.build(name, *args, **kwargs)
+    except Exception as exc:
+        if source == "ades":
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise BuildError(
+            f"{what} from plugin {source} failed to build: {type(exc).__name__}: {first}"
+        ) from exc
+    return _checked(obj, protocol, what, source)
 
 
 def build_defense(config: RunConfig, autocast_dtype: torch.dtype | None = None) -> Defense:
@@ -74,7 +120,7 @@ def build_defense(config: RunConfig, autocast_dtype: torch.dtype | None = None) 
     uses_cues = entry.meta.get("uses_cues", True)
     cue_names = config.cues.names if uses_cues else ()
     cues = tuple(
-        _checked(CUES.build(name, config.cues), CueExtractor, f"cue {name!r}") for name in cue_names
+        _build_part(CUES, name, CueExtractor, f"cue {name!r}", config.cues) for name in cue_names
     )
     scheduler_name = config.scheduler.name or entry.meta.get("scheduler", "mlp")
     learnable = SCHEDULERS.entry(scheduler_name).meta.get("learnable", False)
@@ -85,31 +131,39 @@ def build_defense(config: RunConfig, autocast_dtype: torch.dtype | None = None) 
         )
     objective = None
     if learnable:
-        objective = _checked(
-            SCHEDULER_OBJECTIVES.build(config.scheduler.objective),
+        objective = _build_part(
+            SCHEDULER_OBJECTIVES,
+            config.scheduler.objective,
             SchedulerObjective,
             f"scheduler objective {config.scheduler.objective!r}",
         )
-    scheduler = _checked(
-        SCHEDULERS.build(
-            scheduler_name,
-            config.scheduler,
-            num_cues=len(cues),
-            budget=config.budget,
-            allocation=objective.allocation if objective is not None else "free",
-        ),
+    scheduler = _build_part(
+        SCHEDULERS,
+        scheduler_name,
         Scheduler,
         f"scheduler {scheduler_name!r}",
+        config.scheduler,
+        num_cues=len(cues),
+        budget=config.budget,
+        allocation=objective.allocation if objective is not None else "free",
     )
-    attack = _checked(
-        ATTACKS.build(config.attack.name, config.attack, autocast_dtype=autocast_dtype),
+    attack = _build_part(
+        ATTACKS,
+        config.attack.name,
         BudgetedAttack,
         f"attack {config.attack.name!r}",
+        config.attack,
+        autocast_dtype=autocast_dtype,
     )
     parts = DefenseParts(
-        cues=cues, scheduler=scheduler, attack=attack, objective=objective, autocast_dtype=autocast_dtype
+        cues=cues,
+        scheduler=scheduler,
+        attack=attack,
+        objective=objective,
+        autocast_dtype=autocast_dtype,
+        cue_point=config.cues.point,
     )
-    return _checked(DEFENSES.build(config.defense, parts), Defense, f"defense {config.defense!r}")
+    return _build_part(DEFENSES, config.defense, Defense, f"defense {config.defense!r}", parts)
 
 
 def build(config: RunConfig) -> TrainingSetup:
@@ -154,7 +208,13 @@ def build(config: RunConfig) -> TrainingSetup:
         optimizer, milestones=optim.milestone_epochs(), gamma=optim.gamma
     )
     defense_params = [p for p in defense.parameters() if p.requires_grad]
-    defense_optimizer = torch.optim.Adam(defense_params, lr=config.scheduler.lr) if defense_params else None
+    # capturable on CUDA keeps Adam's step counters on the device, so the non-finite guard
+    # can undo a skipped step there without a host read (engine/nonfinite.py)
+    defense_optimizer = (
+        torch.optim.Adam(defense_params, lr=config.scheduler.lr, capturable=device.type == "cuda")
+        if defense_params
+        else None
+    )
     grad_scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
     train_loader = DeviceLoader(
         data.train,

@@ -33,9 +33,38 @@ from ades_core.registries import (
 )
 from ades_core.registry import RegistryError
 
+# ---------------------------------------------------------------- errors
+
+
+class ConfigError(ValueError):
+    """A config value of the wrong type or out of range; one line naming the field.
+
+    Attributes:
+        field: the dotted path of the field (``"attack.steps"``, ``"seed"``);
+            sections prefix their name as the error passes through them.
+        reason: what is wrong and what is accepted (``"must be an integer >= 1, got 0"``).
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+    def within(self, section: str) -> ConfigError:
+        """The same error one level up: ``steps`` -> ``attack.steps``."""
+        return type(self)(f"{section}.{self.field}", self.reason)
+
+
+class UnknownNameError(ConfigError, RegistryError):
+    """A component name that is not registered; the reason lists the registered ones."""
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}"
+
+
 # ---------------------------------------------------------------- budgets
 
-_FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
+_FRACTION = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
 
 
 def parse_eps(value: str | float | int) -> float:
@@ -43,6 +72,18 @@ def parse_eps(value: str | float | int) -> float:
 
     Raises:
         ValueError: not a number or fraction, or outside [0, 1].
+    """
+    number = parse_budget_number(value)
+    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise ValueError(f"budget {value!r} is outside [0, 1] (pixel scale: 8/255 = 0.0314)")
+    return number
+
+
+def parse_budget_number(value: str | float | int) -> float:
+    """``"8/255"``, ``"-0.1"`` or a number as a float, of any sign (no range check).
+
+    Raises:
+        ValueError: not a number or a fraction like ``8/255``.
     """
     if isinstance(value, bool):
         raise ValueError(f"budget must be a number or a fraction like 8/255, got {value!r}")
@@ -63,9 +104,32 @@ def parse_eps(value: str | float | int) -> float:
             raise ValueError(
                 f"budget {value!r} is not a number or a fraction like 8/255"
             ) from None
-    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
-        raise ValueError(f"budget {value!r} is outside [0, 1] (pixel scale: 8/255 = 0.0314)")
     return number
+
+
+def parse_lam(value: str | float | int) -> float:
+    """The width ``lam`` of the adaptive budget range, as :func:`parse_eps`.
+
+    A negative ``lam`` is refused with its own message: it would put the
+    largest budget ``eps_min + lam`` below the smallest, ``eps_min``.
+    """
+    if parse_budget_number(value) < 0:
+        raise ValueError(
+            f"lam {value!r} is negative: eps_min + lam would lie below eps_min; "
+            "lam is the width of the budget range [eps_min, eps_min + lam], in [0, 1]"
+        )
+    return parse_eps(value)
+
+
+def _eps_field(value: str | float | int, instance: object, field: attrs.Attribute) -> float:
+    """attrs converter: :func:`parse_eps` (:func:`parse_lam` for ``lam``), errors naming the field."""
+    try:
+        return parse_lam(value) if field.name == "lam" else parse_eps(value)
+    except ValueError as exc:
+        raise ConfigError(field.name, str(exc)) from None
+
+
+EPS_FIELD = attrs.Converter(_eps_field, takes_self=True, takes_field=True)
 
 
 def format_eps(eps: float) -> str:
@@ -92,12 +156,30 @@ def _float_tuple(value: str | tuple | list | None) -> tuple[float, ...] | None:
         raise ValueError(f"expected comma-separated numbers, got {value!r}") from None
 
 
+def _named(convert: Any) -> attrs.Converter:
+    """An attrs converter whose ``ValueError``/``TypeError`` names the field."""
+
+    def run(value: Any, field: attrs.Attribute) -> Any:
+        try:
+            return convert(value)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(field.name, str(exc)) from None
+
+    return attrs.Converter(run, takes_field=True)
+
+
+def _path(value: str | Path) -> Path:
+    if not isinstance(value, (str, Path)):
+        raise TypeError(f"expected a folder path, got {value!r}")
+    return Path(value)
+
+
 def _registered(registry) -> Any:
     def check(instance: object, attribute: attrs.Attribute, value: str) -> None:
-        if value not in registry:
-            raise RegistryError(
-                f"{attribute.name}: unknown {registry.family} {value!r}; "
-                f"registered: {', '.join(registry.names())}"
+        if not isinstance(value, str) or value not in registry:
+            raise UnknownNameError(
+                attribute.name,
+                f"unknown {registry.family} {value!r}; registered: {', '.join(registry.names())}",
             )
 
     return check
@@ -111,15 +193,55 @@ def _each_registered(registry) -> Any:
     return check
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int_at_least(low: int) -> Any:
+    """Validator: an integer (not a bool) ``>= low``."""
+
+    def check(instance: object, attribute: attrs.Attribute, value: object) -> None:
+        if not _is_int(value) or value < low:
+            raise ConfigError(attribute.name, f"must be an integer >= {low}, got {value!r}")
+
+    return check
+
+
+def _number_in(
+    low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = False
+) -> Any:
+    """Validator: a finite number in the interval ``low .. high`` (``None``: unbounded)."""
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+    interval = f"{left}{low:g}, {'inf)' if high is None else f'{high:g}{right}'}"
+
+    def check(instance: object, attribute: attrs.Attribute, value: object) -> None:
+        ok = _is_number(value) and (value > low if low_open else value >= low)
+        if ok and high is not None:
+            ok = value < high if high_open else value <= high
+        if not ok:
+            raise ConfigError(attribute.name, f"must be a number in {interval}, got {value!r}")
+
+    return check
+
+
+def _boolean(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(attribute.name, f"must be true or false, got {value!r}")
+
+
 def _positive_or_none(instance: object, attribute: attrs.Attribute, value: int | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be a positive integer or unset, got {value}")
+    if value is not None and (not _is_int(value) or value <= 0):
+        raise ConfigError(attribute.name, f"must be a positive integer or unset, got {value!r}")
 
 
 def _in_choices(*choices: str) -> Any:
     def check(instance: object, attribute: attrs.Attribute, value: str) -> None:
         if value not in choices:
-            raise ValueError(f"{attribute.name} {value!r} is not one of: {', '.join(choices)}")
+            raise ConfigError(attribute.name, f"{value!r} is not one of: {', '.join(choices)}")
 
     return check
 
@@ -128,8 +250,8 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
 def _device(instance: object, attribute: attrs.Attribute, value: str) -> None:
-    if not _DEVICE.match(value):
-        raise ValueError(f"device {value!r} is not one of: auto, cpu, cuda, cuda:N, mps")
+    if not isinstance(value, str) or not _DEVICE.match(value):
+        raise ConfigError(attribute.name, f"{value!r} is not one of: auto, cpu, cuda, cuda:N, mps")
 
 
 # ---------------------------------------------------------------- sections
@@ -140,12 +262,12 @@ class DataConfig:
     """Which data, how much of it, in which batches."""
 
     dataset: str = attrs.field(default="cifar10", validator=_registered(DATASETS))
-    data_dir: Path = attrs.field(default=Path("~/.cache/ades/data"), converter=Path)
+    data_dir: Path = attrs.field(default=Path("~/.cache/ades/data"), converter=_named(_path))
     train_subset: int | None = attrs.field(default=None, validator=_positive_or_none)
     test_subset: int | None = attrs.field(default=None, validator=_positive_or_none)
-    batch_size: int = attrs.field(default=128, validator=v.ge(1))
-    augment: bool = True
-    download: bool = True
+    batch_size: int = attrs.field(default=128, validator=_int_at_least(1))
+    augment: bool = attrs.field(default=True, validator=_boolean)
+    download: bool = attrs.field(default=True, validator=_boolean)
     image_size: int | None = attrs.field(default=None, validator=_positive_or_none)
 
 
@@ -154,13 +276,16 @@ class ModelConfig:
     """The classifier: a timm model name (``ades_*`` or any timm model)."""
 
     backbone: str = attrs.field(default="ades_wrn34_10")
-    drop_rate: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.lt(1.0)])
+    drop_rate: float = attrs.field(default=0.0, validator=_number_in(0.0, 1.0, high_open=True))
 
     @backbone.validator
     def _known(self, attribute: attrs.Attribute, value: str) -> None:
         from ades_core.backbones.factory import check_backbone_name
 
-        check_backbone_name(value)
+        try:
+            check_backbone_name(value)
+        except RegistryError as exc:
+            raise UnknownNameError(attribute.name, str(exc)) from None
 
 
 @attrs.frozen(kw_only=True)
@@ -171,9 +296,9 @@ class BudgetConfig:
     defenses use ``eps_x = eps_min + lam * sigma(x)`` in ``[eps_min, eps_min + lam]``.
     """
 
-    eps: float = attrs.field(default=8 / 255, converter=parse_eps)
-    eps_min: float = attrs.field(default=4 / 255, converter=parse_eps)
-    lam: float = attrs.field(default=8 / 255, converter=parse_eps)
+    eps: float = attrs.field(default=8 / 255, converter=EPS_FIELD)
+    eps_min: float = attrs.field(default=4 / 255, converter=EPS_FIELD)
+    lam: float = attrs.field(default=8 / 255, converter=EPS_FIELD)
 
     @property
     def eps_max(self) -> float:
@@ -181,37 +306,47 @@ class BudgetConfig:
 
     def __attrs_post_init__(self) -> None:
         if self.eps_max > 1.0 + 1e-12:
-            raise ValueError(
+            raise ConfigError(
+                "lam",
                 f"eps_min + lam = {format_eps(self.eps_max)} exceeds 1 (pixel scale); "
-                "lower --eps-min or --lam"
+                "lower --eps-min or --lam",
             )
 
 
 @attrs.frozen(kw_only=True)
 class CueOptions:
-    """Which cues, and how the MC-dropout cue samples.
+    """Which cues, where they are evaluated, and how the MC-dropout cue samples.
 
-    ``mc_mode``: ``modules`` runs ``mc_samples`` full stochastic forward passes
-    with the model's own dropout layers active (BN stays in eval);
-    ``features`` applies dropout with rate ``mc_dropout_p`` to the penultimate
-    features and runs only the classifier head (works for any model with a
-    timm head, with or without dropout layers); ``auto`` uses ``modules`` when
-    the model has dropout layers, else ``features``.
+    ``point``: ``start`` evaluates the cues at the attack's start point
+    ``x + eps_min * u`` (``u`` uniform in [-1, 1]) and hands their input
+    gradient to PGD as its first step, so cues cost no extra forward/backward;
+    ``clean`` evaluates them at the clean ``x``, as the paper defines them, at
+    the cost of one more forward/backward per batch.
+    ``mc_mode``: see :mod:`ades_core.cues.mcdropout` (``modules``: T full
+    passes with the model's dropout layers active; ``head``: T passes of the
+    head on shared backbone features; ``features``: dropout of rate
+    ``mc_dropout_p`` on the penultimate features; ``auto``: head or modules
+    when the model has dropout layers, else features).
     """
 
     names: tuple[str, ...] = attrs.field(
         default=("grad", "entropy", "mcdropout"),
-        converter=_comma_tuple,
+        converter=_named(_comma_tuple),
         validator=_each_registered(CUES),
     )
-    mc_samples: int = attrs.field(default=3, validator=v.ge(2))
-    mc_dropout_p: float = attrs.field(default=0.3, validator=[v.gt(0.0), v.lt(1.0)])
-    mc_mode: str = attrs.field(default="auto", validator=_in_choices("auto", "modules", "features"))
+    mc_samples: int = attrs.field(default=3, validator=_int_at_least(2))
+    mc_dropout_p: float = attrs.field(
+        default=0.3, validator=_number_in(0.0, 1.0, low_open=True, high_open=True)
+    )
+    mc_mode: str = attrs.field(
+        default="auto", validator=_in_choices("auto", "modules", "head", "features")
+    )
+    point: str = attrs.field(default="start", validator=_in_choices("start", "clean"))
 
     @names.validator
     def _unique(self, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
         if len(set(value)) != len(value):
-            raise ValueError(f"cues are repeated: {','.join(value)}")
+            raise ConfigError(attribute.name, f"cues are repeated: {','.join(value)}")
 
 
 @attrs.frozen(kw_only=True)
@@ -226,12 +361,12 @@ class SchedulerOptions:
     """
 
     name: str | None = attrs.field(default=None)
-    hidden: int = attrs.field(default=32, validator=v.ge(1))
-    weights: tuple[float, ...] | None = attrs.field(default=None, converter=_float_tuple)
+    hidden: int = attrs.field(default=32, validator=_int_at_least(1))
+    weights: tuple[float, ...] | None = attrs.field(default=None, converter=_named(_float_tuple))
     objective: str = attrs.field(
         default="allocate-max", validator=_registered(SCHEDULER_OBJECTIVES)
     )
-    lr: float = attrs.field(default=1e-3, validator=v.gt(0.0))
+    lr: float = attrs.field(default=1e-3, validator=_number_in(0.0, low_open=True))
 
     @name.validator
     def _known(self, attribute: attrs.Attribute, value: str | None) -> None:
@@ -243,7 +378,9 @@ class SchedulerOptions:
         if value is not None and (
             any(w < 0 or not math.isfinite(w) for w in value) or sum(value) <= 0
         ):
-            raise ValueError(f"scheduler weights must be >= 0 with a positive sum, got {value}")
+            raise ConfigError(
+                attribute.name, f"scheduler weights must be >= 0 with a positive sum, got {value}"
+            )
 
 
 @attrs.frozen(kw_only=True)
@@ -251,32 +388,34 @@ class AttackOptions:
     """The training attack: L-inf PGD with per-sample budgets."""
 
     name: str = attrs.field(default="pgd", validator=_registered(ATTACKS))
-    steps: int = attrs.field(default=10, validator=v.ge(1))
-    alpha: float = attrs.field(default=2 / 255, converter=parse_eps)
-    random_start: bool = True
+    steps: int = attrs.field(default=10, validator=_int_at_least(1))
+    alpha: float = attrs.field(default=2 / 255, converter=EPS_FIELD)
+    random_start: bool = attrs.field(default=True, validator=_boolean)
     loss: str = attrs.field(default="ce", validator=_registered(ATTACK_LOSSES))
 
     @alpha.validator
     def _positive(self, attribute: attrs.Attribute, value: float) -> None:
         if value <= 0:
-            raise ValueError("alpha (the PGD step size) must be positive")
+            raise ConfigError(attribute.name, "the PGD step size must be positive, got 0")
 
 
 @attrs.frozen(kw_only=True)
 class OptimConfig:
     """SGD on the model, step decay at fractions of the epochs."""
 
-    epochs: int = attrs.field(default=100, validator=v.ge(1))
-    lr: float = attrs.field(default=0.1, validator=v.gt(0.0))
-    momentum: float = attrs.field(default=0.9, validator=[v.ge(0.0), v.lt(1.0)])
-    weight_decay: float = attrs.field(default=5e-4, validator=v.ge(0.0))
-    milestones: tuple[float, ...] = attrs.field(default=(0.75, 0.9), converter=_float_tuple)
-    gamma: float = attrs.field(default=0.1, validator=[v.gt(0.0), v.le(1.0)])
+    epochs: int = attrs.field(default=100, validator=_int_at_least(1))
+    lr: float = attrs.field(default=0.1, validator=_number_in(0.0, low_open=True))
+    momentum: float = attrs.field(default=0.9, validator=_number_in(0.0, 1.0, high_open=True))
+    weight_decay: float = attrs.field(default=5e-4, validator=_number_in(0.0))
+    milestones: tuple[float, ...] = attrs.field(default=(0.75, 0.9), converter=_named(_float_tuple))
+    gamma: float = attrs.field(default=0.1, validator=_number_in(0.0, 1.0, low_open=True))
 
     @milestones.validator
     def _fractions(self, attribute: attrs.Attribute, value: tuple[float, ...]) -> None:
         if any(not 0.0 < m <= 1.0 for m in value) or list(value) != sorted(value):
-            raise ValueError(f"milestones must be increasing fractions in (0, 1], got {value}")
+            raise ConfigError(
+                attribute.name, f"milestones must be increasing fractions in (0, 1], got {value}"
+            )
 
     def milestone_epochs(self) -> list[int]:
         """Epochs (0-based, the LR drops at their start): 75 and 90 for 100 epochs."""
@@ -287,11 +426,11 @@ class OptimConfig:
 class EvalConfig:
     """The per-epoch held-out check: clean and PGD-``steps`` accuracy at ``eps``."""
 
-    eps: float = attrs.field(default=8 / 255, converter=parse_eps)
-    steps: int = attrs.field(default=20, validator=v.ge(1))
-    alpha: float = attrs.field(default=2 / 255, converter=parse_eps)
-    batch_size: int = attrs.field(default=256, validator=v.ge(1))
-    every: int = attrs.field(default=1, validator=v.ge(1))
+    eps: float = attrs.field(default=8 / 255, converter=EPS_FIELD)
+    steps: int = attrs.field(default=20, validator=_int_at_least(1))
+    alpha: float = attrs.field(default=2 / 255, converter=EPS_FIELD)
+    batch_size: int = attrs.field(default=256, validator=_int_at_least(1))
+    every: int = attrs.field(default=1, validator=_int_at_least(1))
 
 
 _SECTIONS: dict[str, type] = {
@@ -307,22 +446,36 @@ _SECTIONS: dict[str, type] = {
 
 
 def _section(cls: type) -> Any:
-    def convert(value: Any) -> Any:
+    def convert(value: Any, field: attrs.Attribute) -> Any:
         if isinstance(value, Mapping):
-            return _from_mapping(cls, value)
+            try:
+                return _from_mapping(cls, value)
+            except ConfigError as exc:
+                raise exc.within(field.name) from None
+        if not isinstance(value, cls):
+            raise ConfigError(field.name, f"expected a mapping of {cls.__name__} fields, got {value!r}")
         return value
 
-    return attrs.field(factory=cls, converter=convert, validator=v.instance_of(cls))
+    return attrs.field(
+        factory=cls, converter=attrs.Converter(convert, takes_field=True), validator=v.instance_of(cls)
+    )
 
 
 def _from_mapping(cls: type, values: Mapping[str, Any]) -> Any:
+    if not isinstance(values, Mapping):
+        raise ConfigError(cls.__name__, f"expected a mapping of fields, got {type(values).__name__}")
     known = {f.name for f in attrs.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(
-            f"unknown {cls.__name__} field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        raise ConfigError(
+            ", ".join(unknown),
+            f"unknown {cls.__name__} field(s); known: {', '.join(sorted(known))}",
         )
     return cls(**values)
+
+
+ON_NONFINITE = ("stop", "skip")
+"""What a NaN or Inf loss or gradient does: stop the run, or skip the step."""
 
 
 @attrs.frozen(kw_only=True)
@@ -338,17 +491,22 @@ class RunConfig:
     attack: AttackOptions = _section(AttackOptions)
     optim: OptimConfig = _section(OptimConfig)
     eval: EvalConfig = _section(EvalConfig)
-    seed: int = attrs.field(default=0, validator=v.ge(0))
+    seed: int = attrs.field(default=0, validator=_int_at_least(0))
     device: str = attrs.field(default="auto", validator=_device)
     amp: str = attrs.field(default="auto", validator=_in_choices("auto", "off", "bf16", "fp16"))
-    log_every: int = attrs.field(default=10, validator=v.ge(1))
+    log_every: int = attrs.field(default=10, validator=_int_at_least(1))
+    checkpoint_every: int | None = attrs.field(default=None, validator=_positive_or_none)
+    """Also write the training state every this many steps (None: at the end of each epoch only)."""
+    on_nonfinite: str = attrs.field(default="stop", validator=_in_choices(*ON_NONFINITE))
+    """``stop``: a NaN/Inf loss or gradient ends the run; ``skip``: that step is undone and skipped."""
 
     def __attrs_post_init__(self) -> None:
         weights = self.scheduler.weights
         if weights is not None and len(weights) != len(self.cues.names):
-            raise ValueError(
+            raise ConfigError(
+                "scheduler.weights",
                 f"{len(weights)} scheduler weights for {len(self.cues.names)} cues "
-                f"({','.join(self.cues.names)}); give one weight per cue"
+                f"({','.join(self.cues.names)}); give one weight per cue",
             )
 
     @classmethod
@@ -373,7 +531,10 @@ class RunConfig:
         updates: dict[str, Any] = {}
         for key, value in changes.items():
             if key in _SECTIONS and isinstance(value, Mapping):
-                updates[key] = attrs.evolve(getattr(self, key), **value)
+                try:
+                    updates[key] = attrs.evolve(getattr(self, key), **value)
+                except ConfigError as exc:
+                    raise exc.within(key) from None
             else:
                 updates[key] = value
         return attrs.evolve(self, **updates)

@@ -11,9 +11,12 @@ group                the entry point names
 ===================  ==============================================
 
 Discovery runs once, when :mod:`ades_core` is imported, unless
-``ADES_DISABLE_PLUGINS=1``. A plugin that fails to import or is not callable
-is recorded in :data:`PLUGIN_FAILURES` (shown by ``ades list``) and skipped;
-the rest keeps working.
+``ADES_DISABLE_PLUGINS=1`` (then no entry point is read). A plugin that fails
+to import or is not callable is recorded in :data:`PLUGIN_FAILURES` with its
+name and distribution (``ades list`` and ``ades run`` print them as warnings on
+stderr) and skipped; the rest keeps working. A plugin whose factory builds an
+object that does not satisfy its protocol, or raises, is caught by the builder
+with an error naming the plugin and its distribution.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ Units and shapes, everywhere in ades:
 One training step, top to bottom::
 
     Defense.step(model, x, y, idx)
-      -> CueExtractor(s) on a CueContext: raw cues (B,) each -> Cues (B, k) in [0, 1]
+      -> CueExtractor(s) on a CueContext (the batch at the cue point, with shared passes):
+         raw cues (B,) each -> Cues (B, k) in [0, 1]
       -> Scheduler(cues): Budget, eps (B,) in [eps_min, eps_max]
       -> BudgetedAttack(model, x, y, eps): x_adv, |x_adv - x|_inf <= eps_i, in [0, 1]
       -> StepOutput(loss, ...)
@@ -25,6 +26,8 @@ from typing import Protocol, runtime_checkable
 import attrs
 import torch
 from torch import Tensor, nn
+
+from ades_core.cue_context import CueContext
 
 
 def _check_tensor(ndim: int):
@@ -117,63 +120,6 @@ class StepOutput:
     logits_adv: Tensor
     budget: Budget
     logits_clean: Tensor | None = None
-
-
-class CueContext:
-    """The inputs a cue sees, with the clean forward/backward shared between cues.
-
-    ``logits`` and ``input_grad`` are computed at most once per batch (one
-    forward and one input-gradient backward), whichever cue asks first, with
-    the model in eval mode (no BN statistic updates, dropout off) and
-    parameter gradients untouched.
-
-    Attributes:
-        model: the classifier, ``(B, C, H, W)`` in [0, 1] -> logits ``(B, K)``.
-        x: ``(B, C, H, W)`` clean inputs in [0, 1].
-        y: ``(B,)`` int64 labels.
-        autocast_dtype: dtype for autocast on the model's forward, or ``None``.
-    """
-
-    def __init__(
-        self, model: nn.Module, x: Tensor, y: Tensor, autocast_dtype: torch.dtype | None = None
-    ) -> None:
-        self.model = model
-        self.x = x
-        self.y = y
-        self.autocast_dtype = autocast_dtype
-        self._logits: Tensor | None = None
-        self._input_grad: Tensor | None = None
-
-    def _forward_backward(self) -> None:
-        from ades_core.model_mode import autocast_for, eval_mode
-
-        x = self.x.detach().requires_grad_(True)
-        with eval_mode(self.model), torch.enable_grad():
-            with autocast_for(x, self.autocast_dtype):
-                logits = self.model(x)
-            loss = nn.functional.cross_entropy(logits.float(), self.y, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, x)
-        self._logits = logits.detach().float()
-        self._input_grad = grad.detach()
-
-    @property
-    def has_logits(self) -> bool:
-        """Whether the clean forward has already run (then ``logits`` is free)."""
-        return self._logits is not None
-
-    @property
-    def logits(self) -> Tensor:
-        """``(B, K)`` float32 logits on the clean inputs, eval mode, detached."""
-        if self._logits is None:
-            self._forward_backward()
-        return self._logits  # type: ignore[return-value]
-
-    @property
-    def input_grad(self) -> Tensor:
-        """``(B, C, H, W)`` gradient of the per-sample cross-entropy w.r.t. ``x``."""
-        if self._input_grad is None:
-            self._forward_backward()
-        return self._input_grad  # type: ignore[return-value]
 
 
 @runtime_checkable

@@ -46,6 +46,8 @@ class PGD:
         autocast_dtype: dtype for autocast of the forward pass, or ``None``.
     """
 
+    accepts_start = True  # __call__ takes start= and start_grad= (shared cue computation)
+
     def __init__(
         self,
         *,
@@ -62,6 +64,7 @@ class PGD:
         self.steps = steps
         self.alpha = float(alpha)
         self.random_start = random_start
+        self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "custom")
         self.loss_fn = ATTACK_LOSSES.get(loss) if isinstance(loss, str) else loss
         self.autocast_dtype = autocast_dtype
 

@@ -2,32 +2,41 @@
 
 ``u(x) = mean_k Var_t[ softmax(f_t(x))_k ]`` over ``T`` stochastic passes
 ``f_1..f_T`` (population variance, ``correction=0``), a value in
-``[0, 0.25]``. Two ways to make the passes stochastic:
+``[0, 0.25]``. Three ways to make the passes stochastic (``mode``):
 
 * ``modules``: the model's own ``nn.Dropout*`` layers are switched to train
   mode (everything else, BN included, stays in eval), and ``T`` full forward
-  passes are run. This is the paper's definition.
+  passes are run. This is the paper's definition; it costs ``T`` forwards.
+* ``head``: the same dropout layers, but only ``forward_head`` is run ``T``
+  times, on the backbone features that the shared cue pass already computed
+  (``CueContext.features``). When every dropout layer of the model sits in
+  its head (``ades_cnn_small``; timm models whose ``drop_rate`` is the head's
+  dropout), this has exactly the distribution of ``modules`` (the same random
+  masks, drawn in the same order, give the same values: tested) at the cost of
+  ``T`` head passes. Dropout inside the backbone is not sampled in this mode.
 * ``features``: for models without dropout layers (most CIFAR ResNets and
   WideResNets), dropout with rate ``p`` is applied to the penultimate features
-  ``forward_head(forward_features(x), pre_logits=True)`` and only the
-  classifier ``get_classifier()`` is run ``T`` times. This is MC-dropout on the
-  last layer ("last-layer dropout"): the backbone runs once, and the cue stays
+  ``forward_head(features, pre_logits=True)`` and only the classifier
+  ``get_classifier()`` is run ``T`` times: last-layer MC-dropout. The cue stays
   meaningful for a model that has no dropout of its own.
 
-``auto`` picks ``modules`` when the model has at least one dropout layer,
-``features`` otherwise.
+``auto`` picks ``head`` when the model has dropout layers and a timm-style
+head, ``modules`` when it has dropout layers but no such head, and ``features``
+when it has no dropout layers.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ades_core.config import CueOptions
 from ades_core.model_mode import autocast_for, eval_mode
-from ades_core.protocols import CueContext
+from ades_core.cue_context import CueContext
 from ades_core.registries import CUES
 
+MODES = ("auto", "modules", "head", "features")
 _DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
 
@@ -49,8 +58,8 @@ class MCDropoutUncertainty:
     def __init__(self, *, samples: int = 3, p: float = 0.3, mode: str = "auto") -> None:
         if samples < 2:
             raise ValueError(f"mcdropout needs at least 2 samples, got {samples}")
-        if mode not in ("auto", "modules", "features"):
-            raise ValueError(f"mcdropout mode {mode!r} is not one of: auto, modules, features")
+        if mode not in MODES:
+            raise ValueError(f"mcdropout mode {mode!r} is not one of: {', '.join(MODES)}")
         self.samples = samples
         self.p = p
         self.mode = mode
@@ -58,39 +67,39 @@ class MCDropoutUncertainty:
     def resolved_mode(self, model: nn.Module) -> str:
         if self.mode != "auto":
             return self.mode
-        return "modules" if dropout_layers(model) else "features"
+        if not dropout_layers(model):
+            return "features"
+        has_head = hasattr(model, "forward_features") and hasattr(model, "forward_head")
+        return "head" if has_head else "modules"
 
     @torch.no_grad()
     def __call__(self, ctx: CueContext) -> Tensor:
-        model, x = ctx.model, ctx.x
+        model = ctx.model
         mode = self.resolved_mode(model)
-        with eval_mode(model), autocast_for(x, ctx.autocast_dtype):
-            if mode == "modules":
-                layers = dropout_layers(model)
-                if not layers:
-                    raise ValueError(
-                        "mcdropout mode 'modules' needs a model with nn.Dropout layers; "
-                        "use mode 'features' or 'auto'"
-                    )
-                for layer in layers:
-                    layer.train(True)
-                logits = torch.stack([model(x) for _ in range(self.samples)])
-            else:
-                for method in ("forward_features", "forward_head", "get_classifier"):
-                    if not hasattr(model, method):
-                        raise ValueError(
-                            f"mcdropout mode 'features' needs a timm-style model with {method}(); "
-                            f"{type(model).__name__} has none"
-                        )
-                features = model.forward_head(model.forward_features(x), pre_logits=True)
+        if mode in ("modules", "head") and not dropout_layers(model):
+            raise ValueError(
+                f"mcdropout mode {mode!r} needs a model with nn.Dropout layers; "
+                "use mode 'features' or 'auto'"
+            )
+        if mode == "features" and not hasattr(model, "get_classifier"):
+            raise ValueError(
+                f"mcdropout mode 'features' needs a timm-style model with get_classifier(); "
+                f"{type(model).__name__} has none"
+            )
+        features = ctx.features if mode != "modules" else None  # the shared pass, before eval mode
+        with eval_mode(model), autocast_for(ctx.x, ctx.autocast_dtype):
+            if mode == "features":
+                pre_logits = model.forward_head(features, pre_logits=True)
                 head = model.get_classifier()
-                logits = torch.stack(
-                    [
-                        head(nn.functional.dropout(features, self.p, training=True))
-                        for _ in range(self.samples)
-                    ]
-                )
-        return probability_variance(torch.softmax(logits.float(), dim=-1))
+                passes = [head(F.dropout(pre_logits, self.p, training=True)) for _ in range(self.samples)]
+            else:
+                for layer in dropout_layers(model):
+                    layer.train(True)
+                if mode == "head":
+                    passes = [model.forward_head(features) for _ in range(self.samples)]
+                else:
+                    passes = [model(ctx.x) for _ in range(self.samples)]
+        return probability_variance(torch.softmax(torch.stack(passes).float(), dim=-1))
 
 
 @CUES.register(

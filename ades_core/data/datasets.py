@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -338,13 +339,26 @@ def _name_some(names: Sequence[str], limit: int = 5) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+_NATIVE_LOCATION = re.compile(r"^.*?\.(?:cpp|cc|h):\d+,\s*")
+
+
+def _decode_reason(exc: BaseException) -> str:
+    """The first sentence of a decoder error, without the C++ source location torchvision prefixes."""
+    text = _NATIVE_LOCATION.sub("", " ".join(str(exc).split()))
+    sentence = text.split(". ")[0].rstrip(".")
+    return sentence if sentence else type(exc).__name__
+
+
 def _decode_one(path: str, image_size: int | None) -> Tensor:
     from torchvision.io import ImageReadMode, decode_image
 
     try:
         image = decode_image(path, mode=ImageReadMode.RGB)
     except (RuntimeError, OSError, ValueError) as exc:
-        raise DataError(f"could not decode {path}: {_short_reason(exc)}") from None
+        raise DataError(
+            f"could not decode {path}: {_decode_reason(exc)}; remove or replace the file "
+            f"(readable: {', '.join(IMAGE_EXTENSIONS)})"
+        ) from None
     return _resize(image, image_size)
 
 

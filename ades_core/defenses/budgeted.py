@@ -29,6 +29,7 @@ class DefenseParts:
     attack: BudgetedAttack
     objective: SchedulerObjective | None = None
     autocast_dtype: torch.dtype | None = None
+    cue_point: str = attrs.field(default="start", validator=attrs.validators.in_(("start", "clean")))
 
 
 def envelope_input(x: Tensor, x_adv: Tensor, eps: Tensor) -> Tensor:
@@ -65,6 +66,18 @@ class BudgetedAdversarialTraining(nn.Module):
     learnable and an objective is given, the same backward pass also gives the
     scheduler ``w_i * dL/d eps_i * d eps_i/d theta`` (``w_i`` from the
     objective), and the model's own gradients are unchanged by it.
+
+    Where the cues are evaluated (``cue_point``):
+
+    * ``start`` (shared, the default): PGD's random start is drawn in the
+      smallest ball every sample shares, ``x0 = clip(x + eps_min * u, 0, 1)``
+      with ``u`` uniform in [-1, 1]; the cues are evaluated at ``x0``, and the
+      input gradient they computed there is PGD's first step. Cues then cost
+      no forward/backward beyond PGD's own (plus ``T`` head passes for
+      MC-dropout). For a fixed budget (PGD-AT) this is exactly Madry's start.
+    * ``clean``: the cues are evaluated at the clean ``x`` (the paper's
+      definition) and PGD draws its start in each sample's own ball: one
+      extra forward/backward per batch.
     """
 
     def __init__(self, name: str, parts: DefenseParts) -> None:
@@ -75,12 +88,19 @@ class BudgetedAdversarialTraining(nn.Module):
         self.attack = parts.attack
         self.objective = parts.objective
         self.autocast_dtype = parts.autocast_dtype
+        self.shares_start = parts.cue_point == "start" and getattr(parts.attack, "accepts_start", False)
+        self.shares_gradient = self.shares_start and getattr(parts.attack, "loss_name", None) == "ce"
 
     def step(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor) -> StepOutput:
-        ctx = CueContext(model, x, y, self.autocast_dtype)
+        start = self._start_point(x) if self.shares_start else None
+        ctx = CueContext(model, x if start is None else start, y, self.autocast_dtype)
         budget = self.scheduler(extract_cues(self.cue_extractors, ctx))
         eps = budget.eps
-        x_adv = self.attack(model, x, y, eps.detach())
+        if start is None:
+            x_adv = self.attack(model, x, y, eps.detach())
+        else:
+            first_grad = ctx.input_grad if self.shares_gradient and ctx.has_logits else None
+            x_adv = self.attack(model, x, y, eps.detach(), start=start, start_grad=first_grad)
         learn_schedule = self.objective is not None and eps.requires_grad
         model_input = envelope_input(x, x_adv, eps) if learn_schedule else x_adv
         with autocast_for(x, self.autocast_dtype):
@@ -93,16 +113,20 @@ class BudgetedAdversarialTraining(nn.Module):
             loss=per_sample.mean(),
             logits_adv=logits.detach().float(),
             budget=budget.detach(),
-            logits_clean=self._clean_logits(ctx),
+            logits_clean=self._clean_logits(ctx, x),
         )
 
+    def _start_point(self, x: Tensor) -> Tensor:
+        """``clip(x + eps_min * u, 0, 1)``, ``u ~ U[-1, 1]``: inside every sample's ball."""
+        return (x + (torch.rand_like(x) * 2 - 1) * self.scheduler.eps_min).clamp_(0.0, 1.0)
+
     @staticmethod
-    def _clean_logits(ctx: CueContext) -> Tensor:
-        """Clean logits for the train-accuracy metric: the cues' if computed, else one eval forward."""
-        if ctx.has_logits:
+    def _clean_logits(ctx: CueContext, x: Tensor) -> Tensor:
+        """Clean logits for the train-accuracy metric: the cues' if taken at ``x``, else one eval forward."""
+        if ctx.has_logits and ctx.x is x:
             return ctx.logits
-        with torch.no_grad(), eval_mode(ctx.model), autocast_for(ctx.x, ctx.autocast_dtype):
-            return ctx.model(ctx.x).float()
+        with torch.no_grad(), eval_mode(ctx.model), autocast_for(x, ctx.autocast_dtype):
+            return ctx.model(x).float()
 
 
 def budgeted_defense(name: str):

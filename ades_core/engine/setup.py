@@ -45,7 +45,12 @@ class TrainingSetup:
     eval_attack: BudgetedAttack
 
     def fit(self, out: str | Path, **kwargs: Any) -> list[dict[str, Any]]:
-        """Train for ``config.optim.epochs`` epochs, writing the run folder ``out``."""
+        """Train for ``config.optim.epochs`` epochs, writing the run folder ``out``.
+
+        ``kwargs`` go to :class:`~ades_core.engine.trainer.Trainer`: ``progress``,
+        ``overwrite``, and ``resume=True`` to continue the run already in ``out``
+        (build this setup from :func:`~ades_core.engine.run_folder.resume_config`).
+        """
         from ades_core.engine.trainer import Trainer
 
         return Trainer(self, **kwargs).fit(Path(out))

@@ -1,21 +1,22 @@
-"""The training loop: optimiser steps, per-epoch evaluation, the run folder.
+"""The training loop: optimiser steps, per-epoch evaluation, the run folder, resumable state.
 
 The trainer knows nothing about cues or budgets: it calls ``defense.step``,
 backpropagates the returned loss, steps the model's SGD and the defense's own
-optimiser, and records what the step reports. Statistics accumulate on the
-device and are read once per ``log_every`` steps and once per epoch.
+optimiser, and records what the step reports. Statistics (and the non-finite
+flag of every step) accumulate on the device and are read once per
+``log_every`` steps, before each checkpoint and once per epoch.
 
-Run folder (``out``):
-    config.json        the resolved config (and what the builder chose)
-    metrics.jsonl      one JSON object per epoch
-    model.safetensors  the model weights, with the config in the metadata
-    defense.safetensors  the defense's own state (a learnable scheduler), if any
+The run folder is described in :mod:`ades_core.engine.run_folder`. The
+training state (:mod:`ades_core.engine.run_state`) is written atomically at
+the end of every epoch and, with ``checkpoint_every``, every that many steps;
+``Trainer(setup, resume=True).fit(out)`` continues from it, and on the CPU
+with the same thread count the result is bitwise the uninterrupted run's.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import math
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -29,22 +30,40 @@ from ades_core.config import format_eps
 from ades_core.engine.checkpoint import MODEL_FILE, save_model
 from ades_core.engine.evaluator import evaluate_robustness
 from ades_core.engine.files import append_jsonl, atomic_write, write_json
+from ades_core.engine.nonfinite import NonFiniteError, StepGuard
+from ades_core.engine.run_folder import (
+    CONFIG_FILE,
+    DEFENSE_FILE,
+    METRICS_FILE,
+    RunFolderError,
+    check_new_run,
+    check_same_data,
+    clear_run,
+)
+from ades_core.engine.run_state import FINITE_PARTS, Position, ResumePoint, capture_state, restore_state
 from ades_core.engine.setup import TrainingSetup
 from ades_core.engine.stats import EpochStats
+from ades_core.engine.training_state import (
+    STATE_DIR,
+    TrainingStateError,
+    load_training_state,
+    save_training_state,
+)
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-DEFENSE_FILE = "defense.safetensors"
 SATURATED_SIGMA = 0.05
 """Mean sigma below this (or above 1 - this) for an epoch: the scheduler has saturated."""
 
+NonFiniteLossError = NonFiniteError  # the name before the guard covered gradients too
 
-class RunFolderError(ValueError):
-    """The output folder cannot be used; one line."""
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or Inf."""
+__all__ = [
+    "CONFIG_FILE",
+    "DEFENSE_FILE",
+    "METRICS_FILE",
+    "NonFiniteError",
+    "NonFiniteLossError",
+    "RunFolderError",
+    "Trainer",
+]
 
 
 def _version(dist: str) -> str:
@@ -62,7 +81,10 @@ class Trainer:
         console: where progress and epoch lines go (a quiet console by default
             when ``progress`` is False).
         progress: show a live rich progress bar.
-        overwrite: allow an ``out`` folder that already holds a run.
+        overwrite: replace a run already in ``out`` (its files are deleted
+            once training starts, not before).
+        resume: continue the run in ``out`` from its training state; ``setup``
+            must be built from that run's config (:func:`~ades_core.engine.run_folder.resume_config`).
     """
 
     def __init__(
@@ -72,42 +94,103 @@ class Trainer:
         console: Console | None = None,
         progress: bool = True,
         overwrite: bool = False,
+        resume: bool = False,
     ) -> None:
+        if overwrite and resume:
+            raise RunFolderError(
+                "overwrite and resume exclude each other: resume continues a run, overwrite replaces it"
+            )
         self.setup = setup
         self.console = console or Console(stderr=True, quiet=not progress)
         self.progress = progress
         self.overwrite = overwrite
+        self.resume = resume
+        self.history: list[dict[str, Any]] = []
+        self.global_step = 0
+        self.last_saved: Position | None = None
+        self.out = Path(".")
+        config = setup.config
+        self.guard = StepGuard(
+            config.on_nonfinite,
+            [setup.model, setup.defense],
+            [o for o in (setup.optimizer, setup.defense_optimizer) if o is not None],
+            check_grads=setup.grad_scaler is None,
+        )
 
     # ------------------------------------------------------------ folder
-    def _prepare(self, out: Path) -> None:
-        holds_run = any((out / name).exists() for name in (CONFIG_FILE, METRICS_FILE, MODEL_FILE))
-        if holds_run and not self.overwrite:
-            raise RunFolderError(
-                f"{out} already holds a run; pass --overwrite to replace it or choose another --out"
-            )
-        out.mkdir(parents=True, exist_ok=True)
-        (out / METRICS_FILE).unlink(missing_ok=True)
+    def _write_config(self, out: Path) -> None:
         payload = self.setup.config.to_dict()
         payload["resolved"] = self.setup.resolved | {
             "versions": {d: _version(d) for d in ("ades", "torch", "timm", "torchvision")}
         }
         write_json(out / CONFIG_FILE, payload)
 
-    def _save(self, out: Path) -> None:
+    def _start(self, out: Path) -> ResumePoint | None:
+        """Prepare ``out``; return the point to resume from, if any.
+
+        Everything that can fail (folder checks, reading and restoring the
+        state) happens before the first file is written.
+        """
+        if not self.resume:
+            check_new_run(out, self.setup.config, overwrite=self.overwrite)
+            out.mkdir(parents=True, exist_ok=True)
+            clear_run(out)
+            self._write_config(out)
+            return None
+        if not (out / CONFIG_FILE).is_file():
+            raise RunFolderError(f"{out} holds no run to resume (no {CONFIG_FILE})")
+        check_same_data(out, self.setup.resolved)
+        state = load_training_state(out)
+        point = restore_state(self.setup, state) if state is not None else None
+        if point is None and (out / METRICS_FILE).is_file() and (out / METRICS_FILE).stat().st_size:
+            raise RunFolderError(
+                f"{out} holds finished epochs but no training state ({STATE_DIR}/ is missing); "
+                "it cannot be resumed: pass --overwrite to start it again"
+            )
+        self._write_config(out)
+        history = point.history if point is not None else []
+        text = "".join(_jsonl_line(record) for record in history)
+        atomic_write(out / METRICS_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        return point
+
+    def _save_files(self, out: Path) -> None:
         setup = self.setup
         save_model(out / MODEL_FILE, setup.model, setup.model_spec, setup.config.to_dict())
         state = {k: v.detach().cpu().contiguous() for k, v in setup.defense.state_dict().items()}
         if state:
             atomic_write(out / DEFENSE_FILE, lambda tmp: save_file(state, str(tmp)))
 
+    def _checkpoint(self, position: Position, stats: EpochStats | None, seconds: float) -> None:
+        """Write the training state at ``position`` (callers have checked the non-finite flag)."""
+        state = capture_state(self.setup, position, self.history, stats, seconds)
+        try:
+            save_training_state(self.out, state, finite=FINITE_PARTS)
+        except OSError as exc:  # a full disk, a vanished mount: say so, keep the previous state
+            previous = self.last_saved.describe() if self.last_saved else "none"
+            raise TrainingStateError(
+                f"could not write the training state to {self.out / STATE_DIR} ({exc}); "
+                f"the previous one ({previous}) is kept"
+            ) from None
+        self.last_saved = position
+
     # ------------------------------------------------------------ loop
     def fit(self, out: Path) -> list[dict[str, Any]]:
-        """Train all epochs; return the per-epoch metrics also written to ``metrics.jsonl``."""
-        out = Path(out)
-        self._prepare(out)
+        """Train the remaining epochs; return every epoch's metrics (also in ``metrics.jsonl``)."""
+        self.out = out = Path(out)
+        point = self._start(out)
         setup = self.setup
-        history: list[dict[str, Any]] = []
         epochs = setup.config.optim.epochs
+        first_epoch = 0
+        if point is not None:
+            self.history = list(point.history)
+            self.global_step = point.position.global_step
+            self.last_saved = point.position
+            first_epoch = point.position.epoch
+            self.console.print(f"resuming {out} {point.position.describe()}", highlight=False)
+            for note in point.notes:
+                self.console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+            if first_epoch >= epochs:
+                self.console.print(f"{out} has finished all {epochs} epochs; nothing to do", highlight=False)
         with Progress(
             TextColumn("[bold]{task.fields[phase]}"),
             BarColumn(),
@@ -118,46 +201,69 @@ class Trainer:
             disable=not self.progress,
             transient=True,
         ) as bar:
-            for epoch in range(epochs):
-                record = self._train_epoch(epoch, bar)
+            for epoch in range(first_epoch, epochs):
+                resumed = point if point is not None and epoch == point.position.epoch else None
+                record = self._train_epoch(epoch, bar, resumed)
                 record |= self._evaluate(epoch, bar)
-                history.append(record)
+                self.history.append(record)
                 append_jsonl(out / METRICS_FILE, record)
-                self._save(out)
+                self._save_files(out)
+                self._checkpoint(Position(epoch + 1, 0, self.global_step), None, 0.0)
                 self._report(record)
-        return history
+        return self.history
 
-    def _train_epoch(self, epoch: int, bar: Progress) -> dict[str, Any]:
+    def _train_epoch(self, epoch: int, bar: Progress, resumed: ResumePoint | None) -> dict[str, Any]:
         setup = self.setup
-        model, defense, loader = setup.model, setup.defense, setup.train_loader
+        config = setup.config
+        model, defense, loader, guard = setup.model, setup.defense, setup.train_loader, self.guard
         loader.set_epoch(epoch)
         stats = EpochStats(setup.device)
+        done, seconds_before = 0, 0.0
+        if resumed is not None and resumed.position.step:
+            done, seconds_before = resumed.position.step, resumed.epoch_seconds
+            stats.load_state_dict(resumed.epoch_stats)
         lr = setup.optimizer.param_groups[0]["lr"]
-        task = bar.add_task("", total=len(loader), phase=f"epoch {epoch + 1}/{setup.config.optim.epochs}")
+        steps = len(loader)
+        phase = f"epoch {epoch + 1}/{config.optim.epochs}"
+        task = bar.add_task("", total=steps, completed=done, phase=phase)
         model.train()
         start = time.perf_counter()
         for step, (x, y, idx) in enumerate(loader, start=1):
+            if step <= done:
+                continue  # drawn with its augmentation randomness; trained on before the interruption
             setup.optimizer.zero_grad(set_to_none=True)
             if setup.defense_optimizer is not None:
                 setup.defense_optimizer.zero_grad(set_to_none=True)
+            guard.begin()
             out = defense.step(model, x, y, idx)
             if setup.grad_scaler is not None:
                 setup.grad_scaler.scale(out.loss).backward()
+                finite = guard.finite(out.loss)
                 setup.grad_scaler.step(setup.optimizer)
                 if setup.defense_optimizer is not None:
                     setup.grad_scaler.step(setup.defense_optimizer)
                 setup.grad_scaler.update()
             else:
                 out.loss.backward()
+                finite = guard.finite(out.loss)
                 setup.optimizer.step()
                 if setup.defense_optimizer is not None:
                     setup.defense_optimizer.step()
-            stats.update(out, y)
-            if step % setup.config.log_every == 0 or step == len(loader):
-                self._log(bar, task, step, stats.read(), epoch)
+            guard.commit(finite)
+            stats.update(out, y, finite, step)
+            self.global_step += 1
+            last = step == steps
+            if step % config.log_every == 0 or last:
+                live = stats.read()
+                self._stop_if_nonfinite(live, epoch)
+                self._log(bar, task, step, live)
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and not last:
+                self._stop_if_nonfinite(stats.read(), epoch)
+                seconds = seconds_before + time.perf_counter() - start
+                self._checkpoint(Position(epoch, step, self.global_step), stats, seconds)
         if setup.device.type == "cuda":
             torch.cuda.synchronize(setup.device)
-        seconds = time.perf_counter() - start
+        seconds = seconds_before + time.perf_counter() - start
         setup.lr_schedule.step()
         bar.remove_task(task)
         summary = stats.read()
@@ -165,29 +271,46 @@ class Trainer:
         record["warnings"] = self._warnings(summary)
         return record
 
-    def _log(self, bar: Progress, task: Any, step: int, live: dict[str, float], epoch: int) -> None:
-        if not math.isfinite(live["train_loss"]):
-            raise NonFiniteLossError(
-                f"training loss is {live['train_loss']} at epoch {epoch + 1}, "
-                f"within the last {self.setup.config.log_every} steps before step {step}"
-            )
+    def _stop_if_nonfinite(self, live: dict[str, Any], epoch: int) -> None:
+        if not live["nonfinite_steps"] or self.guard.mode != "stop":
+            return
+        kept = (
+            f"the last good training state ({self.last_saved.describe()}) is kept in "
+            f"{self.out / STATE_DIR}; fix the cause and continue with --resume {self.out}"
+            if self.last_saved is not None
+            else "no training state had been written yet"
+        )
+        raise NonFiniteError(
+            f"non-finite loss or gradient at epoch {epoch + 1}, step {live['first_nonfinite_step']}: "
+            f"training stopped; {kept}, or pass --on-nonfinite skip to skip such steps"
+        )
+
+    def _log(self, bar: Progress, task: Any, step: int, live: dict[str, Any]) -> None:
         text = (
             f"loss {live['train_loss']:.3f}  clean {100 * live['train_clean_acc']:.1f}%  "
             f"adv {100 * live['train_adv_acc']:.1f}%  eps {255 * live['eps_mean']:.2f}"
             f"±{255 * live['eps_std']:.2f}/255"
         )
+        if live["nonfinite_steps"]:
+            text += f"  skipped {live['nonfinite_steps']}"
         bar.update(task, completed=step, description=text)
 
-    def _warnings(self, summary: dict[str, float]) -> list[str]:
+    def _warnings(self, summary: dict[str, Any]) -> list[str]:
+        warnings = []
+        if summary["nonfinite_steps"]:
+            warnings.append(
+                f"skipped {summary['nonfinite_steps']} step(s) with a non-finite loss or gradient "
+                f"(first: step {summary['first_nonfinite_step']})"
+            )
         sigma = summary["sigma_mean"]
         if self.setup.resolved.get("scheduler_learnable") and (
             sigma < SATURATED_SIGMA or sigma > 1 - SATURATED_SIGMA
         ):
-            return [
+            warnings.append(
                 f"scheduler saturated: mean sigma {sigma:.3f} this epoch (eps mean "
                 f"{format_eps(summary['eps_mean'])}); the learned budget has collapsed to a bound"
-            ]
-        return []
+            )
+        return warnings
 
     def _evaluate(self, epoch: int, bar: Progress) -> dict[str, Any]:
         setup = self.setup
@@ -230,3 +353,8 @@ class Trainer:
         self.console.print(line, highlight=False)
         for warning in r["warnings"]:
             self.console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+
+
+def _jsonl_line(record: dict[str, Any]) -> str:
+    """One line of ``metrics.jsonl``, exactly as :func:`append_jsonl` writes it."""
+    return json.dumps(record) + "\n"

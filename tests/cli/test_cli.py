@@ -57,7 +57,7 @@ def test_list_shows_every_registered_component(runner):
         (["--steps", "0"], "steps"),
         (["--backbone", "nonexistent_net", "--dataset", "imagefolder"], "unknown backbone"),
         (["--dataset", "imagefolder", "--data-dir", "/nonexistent/ades"], "/nonexistent/ades"),
-        (["--device", "tpu"], "device 'tpu'"),
+        (["--device", "tpu"], "--device: 'tpu' is not one of"),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_line(runner, tmp_path, args, message):
@@ -108,5 +108,5 @@ def test_a_real_run_on_cifar10_writes_its_folder_and_reloads_identically(runner,
     # a second start into the same folder is refused and changes nothing
     before = (out / "metrics.jsonl").read_bytes()
     refused = runner.invoke(cli, args)
-    assert refused.exit_code != 0 and "already holds a run" in refused.output
+    assert refused.exit_code != 0 and "already holds this run" in refused.output
     assert (out / "metrics.jsonl").read_bytes() == before

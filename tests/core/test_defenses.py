@@ -78,7 +78,7 @@ def test_static_des_budgets_follow_the_cues_within_range():
 
 def test_ades_gives_the_model_the_same_gradient_as_plain_adversarial_training():
     torch.manual_seed(0)
-    defense = build_defense(_config("ades"))
+    defense = build_defense(_config("ades", cues={"names": "grad,entropy", "point": "clean"}))
     model = LinearClassifier(6, 3)
     x, y, idx = _batch()
     out = defense.step(model, x, y, idx)

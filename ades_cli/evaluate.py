@@ -1,0 +1,237 @@
+"""``ades eval``, ``ades compare`` and ``ades plot``: thin commands over :mod:`ades_core.evaluation`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ades_cli.options import COMMA_LIST, EPS
+
+_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, TypeError, FileNotFoundError, ImportError)
+
+
+def _fail(exc: BaseException) -> click.ClickException:
+    message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    first = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+    return click.ClickException(first)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f}%"
+
+
+class EpsList(click.ParamType):
+    """``4/255,8/255`` -> ``(0.0157, 0.0314)``."""
+
+    name = "eps-list"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = COMMA_LIST.convert(value, param, ctx)
+        return tuple(EPS.convert(part, param, ctx) for part in parts)
+
+
+EPS_LIST = EpsList()
+
+
+def _rows_table(title: str, rows) -> Table:
+    from ades_core.config import format_eps
+
+    table = Table(title=title, title_justify="left", show_edge=False)
+    for column in ("attack", "eps", "n", "clean", "robust", "seconds"):
+        table.add_column(column, justify="left" if column == "attack" else "right")
+    for row in rows:
+        table.add_row(
+            row.name, format_eps(row.eps), str(row.n), _pct(row.clean_acc), _pct(row.robust_acc), f"{row.seconds:.1f}"
+        )
+    return table
+
+
+@click.command("eval")
+@click.argument("model_path", metavar="RUN_DIR_OR_MODEL", type=click.Path(path_type=Path))
+@click.option("--attack", "attacks", type=COMMA_LIST, default="pgd20,cw,autoattack", show_default=True,
+              help="Comma-separated attacks: pgd20, pgd100 (pgdN), cw (cwN), fgsm, autoattack, square, "
+                   "or any registered attack (`ades list`).")
+@click.option("--eps", type=EPS, default="8/255", show_default=True, help="L-inf budget, e.g. 8/255 or 0.0314.")
+@click.option("--eps-sweep", type=EPS_LIST, default=None,
+              help="Also run PGD-20 at each of these budgets, e.g. 4/255,6/255,8/255,10/255.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=None,
+              help="Evaluate on this many test images (a random subset drawn from --seed); default all.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the test subset and of every attack's randomness.")
+@click.option("--dataset", default=None, help="Dataset name (default: the one recorded in the run).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Dataset folder (default: the one recorded in the run).")
+@click.option("--image-size", type=click.IntRange(min=1), default=None, help="Resize test images (default: as trained).")
+@click.option("--checks/--no-checks", default=True, show_default=True, help="Run the gradient-masking checks.")
+@click.option("--check-n", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Samples the gradient-masking checks use (the first of the evaluation set).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Where to write the report (default: eval.json beside the model).")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
+              help="Write the eps-sweep plot (PNG) here; needs --eps-sweep.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch (default: torch's own choice).")
+@click.option("--quiet", is_flag=True, help="Only the final tables and warnings.")
+def eval_command(
+    model_path: Path,
+    attacks: tuple[str, ...],
+    eps: float,
+    eps_sweep: tuple[float, ...] | None,
+    n: int | None,
+    batch_size: int,
+    device: str,
+    seed: int,
+    dataset: str | None,
+    data_dir: Path | None,
+    image_size: int | None,
+    checks: bool,
+    check_n: int,
+    out: Path | None,
+    plot_path: Path | None,
+    threads: int | None,
+    quiet: bool,
+) -> None:
+    """Evaluate a trained model: attacks, worst case, eps sweep, masking checks -> eval.json.
+
+    \b
+    Robust accuracy counts a sample only when it is correct clean and under
+    the attack; the worst-case row, only when it survives every attack run.
+    \b
+    Example:
+      ades eval runs/ades --attack pgd20,cw,autoattack --eps 8/255 --n 1000 \\
+                --eps-sweep 4/255,6/255,8/255,10/255 --plot runs/ades/sweep.png
+    """
+    from ades_core import load_model
+    from ades_core.builder import resolve_device
+    from ades_core.config import format_eps
+    from ades_core.evaluation import (
+        MaskingCheckConfig, build_report, describe_run, evaluate, load_test_data, plot_sweeps,
+        resolve_attacks, series_from_report, write_report,
+    )
+
+    if plot_path is not None and not eps_sweep:
+        raise click.UsageError("--plot needs --eps-sweep (the plot shows robust accuracy against eps)")
+    console = Console(stderr=True, quiet=quiet)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        specs = resolve_attacks(attacks)
+        for spec in specs:  # fail on a missing optional dependency before loading anything
+            spec.build()
+        torch_device = resolve_device(device)
+        info = describe_run(model_path)
+        source = load_test_data(info, dataset=dataset, data_dir=data_dir, n=n, seed=seed, image_size=image_size)
+        model = load_model(info.model_file, device=torch_device)
+    except _USER_ERRORS as exc:
+        raise _fail(exc) from None
+
+    console.print(
+        f"[bold]ades eval[/bold] {info.model_file} ({info.defense or 'model'}, {info.backbone or '?'}) on "
+        f"{source.n} {source.dataset} test images, eps {format_eps(eps)}, attacks {', '.join(s.label for s in specs)}"
+        f"{', sweep ' + ','.join(format_eps(e) for e in eps_sweep) if eps_sweep else ''}, device {torch_device}",
+        highlight=False,
+    )
+    check_config = MaskingCheckConfig(n=check_n) if checks else None
+
+    def progress(text: str) -> None:
+        console.print(f"  {text} ...", highlight=False, style="dim")
+
+    def on_row(row) -> None:
+        console.print(
+            f"  {row.name} @ {format_eps(row.eps)}: robust {_pct(row.robust_acc)} ({row.seconds:.1f} s)",
+            highlight=False,
+        )
+
+    try:
+        result = evaluate(
+            model, source.data, specs, eps, device=torch_device, batch_size=batch_size, seed=seed,
+            sweep=eps_sweep or (), checks=check_config, progress=progress, on_row=on_row,
+        )
+    except _USER_ERRORS as exc:
+        raise _fail(exc) from None
+    payload = build_report(result, info, source, device=torch_device, batch_size=batch_size)
+    target = write_report(out or info.default_eval_file, payload)
+
+    stdout = Console()
+    rows = list(result.attacks) + ([result.worst_case] if result.worst_case is not None else [])
+    stdout.print(_rows_table(f"clean {_pct(result.clean_acc)} on n={result.n}", rows))
+    if result.sweep:
+        stdout.print(_rows_table("eps sweep (PGD-20)", result.sweep))
+    for check in result.checks:
+        mark = "[green]ok[/green]" if check.passed else "[bold yellow]WARNING[/bold yellow]"
+        stdout.print(f"{mark} {check.name}: {check.message}", highlight=False)
+    if plot_path is not None:
+        plot_sweeps([series_from_report(payload)], plot_path)
+        stdout.print(f"plot: {plot_path}", highlight=False)
+    stdout.print(f"report: {target}  ({result.seconds:.1f} s)", highlight=False)
+
+
+@click.command("compare")
+@click.argument("paths", metavar="RUN_DIR_OR_EVAL_JSON...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the table as Markdown to this file.")
+@click.option("--json", "json_output", is_flag=True, help="Print the rows as JSON instead of a table.")
+def compare_command(paths: tuple[Path, ...], markdown_path: Path | None, json_output: bool) -> None:
+    """Compare evaluated runs: method, clean, PGD-20, CW, AutoAttack, worst case, s/epoch.
+
+    Reads each run's eval.json (from `ades eval`) and metrics.jsonl.
+    """
+    from ades_core.evaluation import compare_rows, to_markdown
+    from ades_core.evaluation.compare import COLUMNS, as_dicts, cell
+
+    try:
+        rows = compare_rows(paths)
+    except _USER_ERRORS as exc:
+        raise _fail(exc) from None
+    if json_output:
+        click.echo(json.dumps(as_dicts(rows), indent=2))
+    else:
+        table = Table(show_edge=False)
+        for key, title in COLUMNS:
+            table.add_column(title, justify="left" if key in ("method", "run") else "right")
+        for row in rows:
+            table.add_row(*(cell(row, key) for key, _ in COLUMNS))
+        console = Console()
+        console.print(table)
+        for row in rows:
+            for warning in row.warnings:
+                console.print(f"[yellow]warning[/yellow] ({row.run}): {warning}", highlight=False)
+    if markdown_path is not None:
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        markdown_path.write_text(to_markdown(rows))
+        if not json_output:
+            click.echo(f"markdown: {markdown_path}")
+
+
+@click.command("plot")
+@click.argument("paths", metavar="RUN_DIR_OR_EVAL_JSON...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The PNG to write.")
+@click.option("--label", "labels", multiple=True, help="Line label, once per run in order (default: defense and folder).")
+@click.option("--title", default=None, help="Plot title.")
+def plot_command(paths: tuple[Path, ...], out: Path, labels: tuple[str, ...], title: str | None) -> None:
+    """Plot robust accuracy against eps for one or several evaluated runs, on the same axes.
+
+    Each run needs an eval.json with an eps sweep (`ades eval --eps-sweep ...`).
+    """
+    from ades_core.evaluation import plot_sweeps, read_report, series_from_report
+
+    if labels and len(labels) != len(paths):
+        raise click.UsageError(f"{len(labels)} --label values for {len(paths)} runs; give one per run or none")
+    try:
+        series = [
+            series_from_report(read_report(p), labels[i] if labels else None) for i, p in enumerate(paths)
+        ]
+        plot_sweeps(series, out, title=title)
+    except _USER_ERRORS as exc:
+        raise _fail(exc) from None
+    click.echo(f"plot: {out}")

@@ -1,0 +1,49 @@
+"""FGSM: one signed-gradient step to the edge of each sample's L-inf ball (for quick checks)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ades_core.attacks.pgd import budget_column
+from ades_core.config import AttackOptions
+from ades_core.model_mode import autocast_for, eval_mode
+from ades_core.registries import ATTACK_LOSSES, ATTACKS
+
+
+class FGSM:
+    """The fast gradient sign method with per-sample budgets.
+
+    ``x_adv = clip_[0, 1](x + eps_i * sign(grad_x loss(f(x), y)))``, computed in
+    float32. One forward and one input-gradient backward, in eval mode (modes
+    restored exactly afterwards); parameter ``.grad`` is untouched. A weak
+    attack: use it for smoke tests, never to claim robustness.
+
+    Args:
+        loss: a name in ``ATTACK_LOSSES`` (``ce``, ``cw``) or a callable
+            ``(logits (B, K), y (B,)) -> (B,)`` to maximise.
+        autocast_dtype: dtype for autocast of the forward pass, or ``None``.
+    """
+
+    def __init__(self, *, loss: str = "ce", autocast_dtype: torch.dtype | None = None) -> None:
+        self.loss_fn = ATTACK_LOSSES.get(loss) if isinstance(loss, str) else loss
+        self.autocast_dtype = autocast_dtype
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, eps: Tensor | float) -> Tensor:
+        """``x`` ``(B, C, H, W)`` in [0, 1], ``y`` ``(B,)``, ``eps`` ``(B,)`` or float -> ``x_adv``."""
+        x = x.detach()
+        radius = budget_column(eps, x)
+        x32 = x.float().requires_grad_(True)
+        with eval_mode(model), torch.enable_grad():
+            with autocast_for(x32, self.autocast_dtype):
+                logits = model(x32)
+            (grad,) = torch.autograd.grad(self.loss_fn(logits, y).sum(), x32)
+        step = grad.sign().nan_to_num_(0.0)
+        x_adv = (x32.detach() + radius * step).clamp_(0.0, 1.0)
+        return x_adv.to(x.dtype)
+
+
+@ATTACKS.register("fgsm", description="FGSM: one sign step of size eps (quick checks only)", paper="Goodfellow et al. 2015")
+def fgsm_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | None = None) -> FGSM:
+    """Uses ``options.loss``; steps, alpha and random_start do not apply."""
+    return FGSM(loss=options.loss, autocast_dtype=autocast_dtype)

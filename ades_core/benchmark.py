@@ -1,0 +1,224 @@
+"""Side-by-side timings: training steps of each defense, cue cost, PGD throughput.
+
+Every figure is measured in one process, on the same model, batch and device,
+with warm-up and repeats; the minimum and the median are reported. On CUDA the
+device is synchronised around each timed call (never inside it), and peak
+memory is ``torch.cuda.max_memory_allocated``; on CPU it is the process's peak
+resident set size so far (a high-water mark, so it only grows between rows).
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from ades_core.attacks import PGD
+from ades_core.backbones import create_classifier
+from ades_core.builder import build_defense, resolve_autocast, resolve_device
+from ades_core.config import CueOptions, RunConfig
+from ades_core.cues import extract_cues
+from ades_core.cue_context import CueContext
+from ades_core.model_mode import eval_mode
+from ades_core.registries import CUES
+
+
+@attrs.frozen(kw_only=True)
+class BenchSettings:
+    """What to measure on: the same for every row."""
+
+    backbone: str = "ades_cnn_small"
+    batch_size: int = attrs.field(default=128, validator=attrs.validators.ge(1))
+    steps: int = attrs.field(default=10, validator=attrs.validators.ge(1))
+    eval_steps: int = attrs.field(default=20, validator=attrs.validators.ge(1))
+    warmup: int = attrs.field(default=1, validator=attrs.validators.ge(0))
+    repeats: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    device: str = "auto"
+    amp: str = "auto"
+    defenses: tuple[str, ...] = ("pgd-at", "ades", "static-des")
+    cues: tuple[str, ...] = ("grad", "entropy", "mcdropout")
+    seed: int = 0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA: max allocated since the last reset; CPU: the process's peak RSS (MiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def time_calls(
+    calls: dict[str, Callable[[], Any]], device: torch.device, *, warmup: int, repeats: int
+) -> dict[str, dict[str, float]]:
+    """Seconds per call of each function, ``{"min", "median", "repeats"}`` per name.
+
+    The calls are interleaved (round robin, ``warmup`` rounds first), so a
+    change of machine load during the measurement hits every row alike.
+    """
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    _sync(device)
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            seconds[name].append(time.perf_counter() - start)
+    return {
+        name: {"min": min(values), "median": statistics.median(values), "repeats": repeats}
+        for name, values in seconds.items()
+    }
+
+
+def _model_and_batch(settings: BenchSettings, device: torch.device) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(settings.seed)
+    model = create_classifier(
+        settings.backbone, num_classes=10, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26)
+    ).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    x = torch.rand(settings.batch_size, 3, 32, 32, generator=generator).to(device)
+    y = torch.randint(0, 10, (settings.batch_size,), generator=generator).to(device)
+    return model, x, y
+
+
+def bench_training_steps(settings: BenchSettings) -> dict[str, Any]:
+    """One full training step (defense step, backward, optimiser steps) per defense."""
+    device = resolve_device(settings.device)
+    autocast_dtype = resolve_autocast(settings.amp, device)
+    model, x, y = _model_and_batch(settings, device)
+    optimiser = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    steps: dict[str, Callable[[], None]] = {}
+    for name in settings.defenses:
+        config = RunConfig.from_dict(
+            {"defense": name, "cues": {"names": settings.cues}, "attack": {"steps": settings.steps}}
+        )
+        steps[name] = _training_step(build_defense(config, autocast_dtype), model, optimiser, x, y, device)
+    model.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rows: dict[str, Any] = time_calls(steps, device, warmup=settings.warmup, repeats=settings.repeats)
+    for row in rows.values():
+        row["peak_memory_mb"] = peak_memory_mb(device)
+    if "pgd-at" in rows:
+        base = rows["pgd-at"]["median"]
+        for row in rows.values():
+            row["ratio_to_pgd_at"] = row["median"] / base
+    return rows
+
+
+def _training_step(
+    defense: Any, model: nn.Module, optimiser: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+    device: torch.device,
+) -> Callable[[], None]:
+    defense = defense.to(device) if isinstance(defense, nn.Module) else defense
+    params = [p for p in defense.parameters() if p.requires_grad]
+    defense_opt = torch.optim.Adam(params, lr=1e-3) if params else None
+    idx = torch.arange(x.shape[0], device=device)
+
+    def step() -> None:
+        optimiser.zero_grad(set_to_none=True)
+        if defense_opt is not None:
+            defense_opt.zero_grad(set_to_none=True)
+        out = defense.step(model, x, y, idx)
+        out.loss.backward()
+        optimiser.step()
+        if defense_opt is not None:
+            defense_opt.step()
+
+    return step
+
+
+def bench_cues(settings: BenchSettings) -> dict[str, Any]:
+    """Extra cost of the cues per batch: naive (at the clean batch) against shared.
+
+    ``naive``: the shared forward/backward at ``x`` plus the cues, as ``point=clean``
+    pays it (the gradient is not reused by PGD). ``shared``: only what the cues
+    add once PGD's first gradient is reused (``point=start``): the MC-dropout
+    passes and the normalisation; the forward/backward is PGD's own.
+    """
+    device = resolve_device(settings.device)
+    autocast_dtype = resolve_autocast(settings.amp, device)
+    model, x, y = _model_and_batch(settings, device)
+    extractors = [CUES.build(name, CueOptions(names=settings.cues)) for name in settings.cues]
+    warm = CueContext(model, x, y, autocast_dtype)
+    warm.input_grad  # the pass PGD's first step would make anyway
+
+    def naive() -> None:
+        extract_cues(extractors, CueContext(model, x, y, autocast_dtype))
+
+    def shared() -> None:
+        ctx = CueContext(model, x, y, autocast_dtype)
+        ctx._logits, ctx._input_grad, ctx._features = warm._logits, warm._input_grad, warm._features
+        extract_cues(extractors, ctx)
+
+    rows = time_calls({"naive": naive, "shared": shared}, device, warmup=settings.warmup, repeats=settings.repeats)
+    return {"cues": list(settings.cues)} | rows
+
+
+def bench_pgd_throughput(settings: BenchSettings) -> dict[str, Any]:
+    """PGD-``eval_steps`` images/s: ours against torchattacks' PGD, same model, batch and settings."""
+    device = resolve_device(settings.device)
+    autocast_dtype = resolve_autocast(settings.amp, device)
+    model, x, y = _model_and_batch(settings, device)
+    model.eval()
+    eps, alpha = 8 / 255, 2 / 255
+    ours = PGD(steps=settings.eval_steps, alpha=alpha, random_start=True, autocast_dtype=autocast_dtype)
+    calls: dict[str, Callable[[], Any]] = {"ades": lambda: ours(model, x, y, eps)}
+    try:
+        import torchattacks
+    except ImportError:
+        torchattacks = None
+    if torchattacks is not None:
+        theirs = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=settings.eval_steps, random_start=True)
+
+        def run_theirs() -> None:
+            with eval_mode(model):  # torchattacks changes the model's mode itself
+                theirs(x, y)
+
+        calls["torchattacks"] = run_theirs
+    rows: dict[str, Any] = time_calls(calls, device, warmup=settings.warmup, repeats=settings.repeats)
+    for row in rows.values():
+        row["images_per_s"] = x.shape[0] / row["median"]
+    if torchattacks is None:
+        rows["torchattacks"] = {"skipped": "torchattacks is not installed"}
+    else:
+        rows["torchattacks"]["version"] = getattr(torchattacks, "__version__", "unknown")
+        rows["ratio_ades_to_torchattacks"] = rows["ades"]["images_per_s"] / rows["torchattacks"]["images_per_s"]
+    return rows
+
+
+def run_benchmarks(settings: BenchSettings) -> dict[str, Any]:
+    """Every benchmark, with the machine it ran on."""
+    torch.manual_seed(settings.seed)
+    device = resolve_device(settings.device)
+    machine = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "autocast": str(resolve_autocast(settings.amp, device)),
+    }
+    return {
+        "settings": attrs.asdict(settings),
+        "machine": machine,
+        "training_step": bench_training_steps(settings),
+        "cue_extraction": bench_cues(settings),
+        "pgd_throughput": bench_pgd_throughput(settings),
+    }

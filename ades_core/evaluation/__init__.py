@@ -1,0 +1,55 @@
+"""Evaluation that cannot flatter: attack suites with a per-sample worst case, eps sweeps,
+gradient-masking checks, ``eval.json`` reports, sweep plots and comparison tables.
+
+Where things live:
+    specs.py    evaluation attack names (pgd20, cw, fgsm, autoattack, square) -> AttackSpec
+    runner.py   per-sample clean / attacked correctness over a split (only clean-correct attacked)
+    suite.py    evaluate(): the attacks, the worst-case row, the sweep, the checks -> EvalResult
+    masking.py  the four gradient-masking checks and their tolerances
+    sources.py  model file, run config and the test split it was trained for
+    report.py   eval.json (write / read)
+    plots.py    robust accuracy vs eps (PNG, Agg)
+    compare.py  the paper-style table across runs (text and Markdown)
+"""
+
+from ades_core.evaluation.compare import CompareRow, compare_rows, to_markdown
+from ades_core.evaluation.masking import CheckResult, MaskingCheckConfig, run_masking_checks
+from ades_core.evaluation.plots import SweepSeries, plot_sweeps, series_from_report
+from ades_core.evaluation.report import EvalReportError, build_report, read_report, write_report
+from ades_core.evaluation.runner import Outcome, attack_outcome, clean_correct, select
+from ades_core.evaluation.sources import EvalData, EvalSourceError, RunInfo, describe_run, load_test_data
+from ades_core.evaluation.specs import AttackSpec, known_attack_names, pgd_spec, resolve_attack, resolve_attacks
+from ades_core.evaluation.suite import AttackRow, EvalResult, evaluate
+
+__all__ = [
+    "AttackRow",
+    "AttackSpec",
+    "CheckResult",
+    "CompareRow",
+    "EvalData",
+    "EvalReportError",
+    "EvalResult",
+    "EvalSourceError",
+    "MaskingCheckConfig",
+    "Outcome",
+    "RunInfo",
+    "SweepSeries",
+    "attack_outcome",
+    "build_report",
+    "clean_correct",
+    "compare_rows",
+    "describe_run",
+    "evaluate",
+    "known_attack_names",
+    "load_test_data",
+    "pgd_spec",
+    "plot_sweeps",
+    "read_report",
+    "resolve_attack",
+    "resolve_attacks",
+    "run_masking_checks",
+    "select",
+    "series_from_report",
+    "to_markdown",
+    "write_report",
+]

@@ -1,0 +1,130 @@
+"""The paper-style comparison table across runs, from their ``eval.json`` and ``metrics.jsonl``."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ades_core.config import format_eps
+from ades_core.evaluation.report import read_report
+from ades_core.evaluation.sources import METRICS_FILE
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("method", "method"),
+    ("run", "run"),
+    ("clean", "clean"),
+    ("pgd20", "PGD-20"),
+    ("cw", "CW"),
+    ("autoattack", "AutoAttack"),
+    ("worst_case", "worst-case"),
+    ("n", "n"),
+    ("seconds_per_epoch", "s/epoch"),
+)
+
+
+@attrs.frozen(kw_only=True)
+class CompareRow:
+    """One run: accuracies in [0, 1] (``None`` where not measured), training seconds per epoch."""
+
+    method: str
+    run: str
+    eps: float
+    n: int
+    clean: float
+    pgd20: float | None
+    cw: float | None
+    autoattack: float | None
+    worst_case: float | None
+    seconds_per_epoch: float | None
+    warnings: tuple[str, ...] = ()
+    attack_seconds: dict[str, float] = attrs.field(factory=dict)
+
+
+def seconds_per_epoch(run_dir: str | Path | None) -> float | None:
+    """Mean ``train_seconds`` over the epochs of ``metrics.jsonl``, or ``None``."""
+    if run_dir is None:
+        return None
+    metrics = Path(run_dir) / METRICS_FILE
+    if not metrics.is_file():
+        return None
+    values = []
+    for line in metrics.read_text().splitlines():
+        if line.strip():
+            seconds = json.loads(line).get("train_seconds")
+            if isinstance(seconds, (int, float)) and math.isfinite(seconds):
+                values.append(float(seconds))
+    return sum(values) / len(values) if values else None
+
+
+def compare_row(path: str | Path) -> CompareRow:
+    """The row of one run folder (or ``eval.json`` file)."""
+    report = read_report(path)
+    attacks = {a["name"]: a for a in report.get("attacks", [])}
+
+    def acc(name: str) -> float | None:
+        return attacks[name]["robust_acc"] if name in attacks else None
+
+    run_dir = report.get("run_dir")
+    if run_dir is None and Path(path).is_dir():
+        run_dir = str(path)
+    worst = report.get("worst_case")
+    return CompareRow(
+        method=report.get("defense") or "?",
+        run=Path(run_dir or report.get("model", "?")).name,
+        eps=report["eps"],
+        n=report["n"],
+        clean=report["clean_acc"],
+        pgd20=acc("pgd20"),
+        cw=acc("cw"),
+        autoattack=acc("autoattack"),
+        worst_case=None if worst is None else worst["robust_acc"],
+        seconds_per_epoch=seconds_per_epoch(run_dir),
+        warnings=tuple(report.get("warnings", [])),
+        attack_seconds={a["name"]: a["seconds"] for a in report.get("attacks", [])},
+    )
+
+
+def compare_rows(paths: Sequence[str | Path]) -> list[CompareRow]:
+    return [compare_row(p) for p in paths]
+
+
+def cell(row: CompareRow, key: str) -> str:
+    """The text of one table cell: percentages with one decimal, '—' where not measured."""
+    value = getattr(row, key)
+    if value is None:
+        return "—"
+    if key in ("method", "run"):
+        return str(value)
+    if key == "n":
+        return str(value)
+    if key == "seconds_per_epoch":
+        return f"{value:.1f}"
+    return f"{100 * value:.1f}%"
+
+
+def to_markdown(rows: Sequence[CompareRow]) -> str:
+    """A Markdown table (GitHub style) of ``rows``, with the budget in a caption line."""
+    budgets = sorted({format_eps(r.eps) for r in rows})
+    lines = [
+        f"Robust accuracy at eps {', '.join(budgets)} (L-inf); worst-case counts a sample only if it "
+        "is correct clean and under every attack run.",
+        "",
+        "| " + " | ".join(title for _, title in COLUMNS) + " |",
+        "| " + " | ".join("---" for _ in COLUMNS) + " |",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(cell(row, key) for key, _ in COLUMNS) + " |")
+    flagged = [(r, w) for r in rows for w in r.warnings]
+    if flagged:
+        lines.append("")
+        lines.extend(f"- warning ({r.run}): {w}" for r, w in flagged)
+    return "\n".join(lines) + "\n"
+
+
+def as_dicts(rows: Sequence[CompareRow]) -> list[dict[str, Any]]:
+    return [attrs.asdict(r) for r in rows]

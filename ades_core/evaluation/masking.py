@@ -1,0 +1,262 @@
+"""Gradient-masking sanity checks: the signs that an evaluation flatters a model.
+
+A defense that breaks gradients (quantised or randomised inputs, saturated
+softmax, shattered gradients) looks robust to gradient attacks without being
+robust. Four symptoms give it away (Athalye et al. 2018; Carlini et al. 2019,
+"On Evaluating Adversarial Robustness", section 5):
+
+``eps-monotone``
+    robust accuracy must not rise as the budget grows (PGD-20 on a ladder of
+    budgets, and on the ``--eps-sweep`` when one was run);
+``more-steps``
+    PGD-100 must not be more accurate than PGD-20; and a PGD-100 far *below*
+    PGD-20 means PGD-20 had not converged (the PGD-20 number flatters);
+``black-box``
+    Square, which uses no gradient, must not do better than the gradient
+    attacks (PGD-20 and PGD-100, per-sample worst case);
+``large-eps``
+    at a budget no model resists (64/255) accuracy must be near zero.
+
+All four run on the first ``n`` evaluation samples with the same seed.
+"Noise" is a paired-comparison tolerance: two binomial standard errors of the
+larger accuracy, and never less than one sample. A failed check is a
+*warning*: the numbers are reported, and the check says which to distrust.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import torch
+from attrs import validators as v
+from torch import Tensor, nn
+
+from ades_core.attacks.autoattack import Square, torchattacks_available
+from ades_core.config import format_eps
+from ades_core.data import ImageTensors
+from ades_core.evaluation.runner import Outcome, attack_outcome
+from ades_core.evaluation.specs import DEFAULT_ALPHA, pgd_spec
+
+
+@attrs.frozen(kw_only=True)
+class MaskingCheckConfig:
+    """How the gradient-masking checks run.
+
+    Attributes:
+        n: samples the checks use (the first ``n`` of the evaluation set).
+        ladder: budgets of the monotonicity check, as multiples of the
+            evaluation budget (the large budget is appended).
+        large_eps: the budget at which accuracy must be near zero ([0, 1] scale).
+        large_eps_max_acc: the largest accuracy at ``large_eps`` that passes.
+        steps: PGD steps of the ladder and of the base of ``more-steps``.
+        more_steps: PGD steps compared with ``steps``.
+        square_queries: queries of the black-box Square attack (fewer than
+            AutoAttack's 5000 only makes the check more conservative: a weaker
+            black-box attack beating the white-box ones is a stronger signal).
+        noise_z: the tolerance in binomial standard errors.
+    """
+
+    n: int = attrs.field(default=200, validator=v.ge(1))
+    ladder: tuple[float, ...] = attrs.field(default=(0.25, 0.5, 1.0, 2.0), converter=tuple)
+    large_eps: float = attrs.field(default=64 / 255, validator=[v.gt(0.0), v.le(1.0)])
+    large_eps_max_acc: float = attrs.field(default=0.05, validator=[v.ge(0.0), v.le(1.0)])
+    steps: int = attrs.field(default=20, validator=v.ge(1))
+    more_steps: int = attrs.field(default=100, validator=v.ge(1))
+    square_queries: int = attrs.field(default=1000, validator=v.ge(1))
+    noise_z: float = attrs.field(default=2.0, validator=v.ge(0.0))
+
+
+@attrs.frozen(kw_only=True)
+class CheckResult:
+    """One check: passed or not, a one-line message, and the numbers behind it."""
+
+    name: str
+    passed: bool
+    message: str
+    details: dict[str, Any] = attrs.field(factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def noise(n: int, accuracy: float, z: float = 2.0) -> float:
+    """Tolerance of a paired accuracy comparison on ``n`` samples: ``z`` standard errors, >= 1 sample."""
+    if n <= 0:
+        return 1.0
+    p = min(max(accuracy, 0.0), 1.0)
+    return max(z * math.sqrt(p * (1 - p) / n), 1.0 / n)
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def check_monotone(eps: Sequence[float], acc: Sequence[float], n: int, *, z: float = 2.0, where: str = "") -> CheckResult:
+    """Robust accuracy must not rise with eps by more than noise."""
+    pairs = sorted(zip(eps, acc))
+    rises = []
+    for (e0, a0), (e1, a1) in zip(pairs, pairs[1:]):
+        tolerance = noise(n, max(a0, a1), z)
+        if a1 > a0 + tolerance:
+            rises.append((e0, a0, e1, a1))
+    details = {"eps": [e for e, _ in pairs], "robust_acc": [a for _, a in pairs], "n": n, "where": where}
+    if rises:
+        e0, a0, e1, a1 = rises[0]
+        return CheckResult(
+            name="eps-monotone",
+            passed=False,
+            message=(
+                f"robust accuracy rises with eps{where}: {_pct(a0)} at {format_eps(e0)} but "
+                f"{_pct(a1)} at {format_eps(e1)} (n={n}); gradients may be masked"
+            ),
+            details=details,
+        )
+    return CheckResult(
+        name="eps-monotone", passed=True, message=f"robust accuracy does not rise with eps{where}", details=details
+    )
+
+
+def check_more_steps(few: float, many: float, n: int, steps: tuple[int, int], *, z: float = 2.0) -> CheckResult:
+    """PGD with more steps must not be more accurate; much less accurate means PGD-few had not converged."""
+    tolerance = noise(n, max(few, many), z)
+    low, high = steps
+    details = {f"pgd{low}": few, f"pgd{high}": many, "n": n, "tolerance": tolerance}
+    if many > few + tolerance:
+        return CheckResult(
+            name="more-steps",
+            passed=False,
+            message=(
+                f"PGD-{high} ({_pct(many)}) is more accurate than PGD-{low} ({_pct(few)}) (n={n}): "
+                "more steps should never help the model; gradients may be masked"
+            ),
+            details=details,
+        )
+    if many < few - tolerance:
+        return CheckResult(
+            name="more-steps",
+            passed=False,
+            message=(
+                f"PGD-{low} has not converged: PGD-{high} is {_pct(few - many)} lower "
+                f"({_pct(few)} -> {_pct(many)}, n={n}); PGD-{low} flatters this model"
+            ),
+            details=details,
+        )
+    return CheckResult(
+        name="more-steps", passed=True, message=f"PGD-{high} agrees with PGD-{low} within noise", details=details
+    )
+
+
+def check_black_box(black: float, white: float, n: int, *, z: float = 2.0) -> CheckResult:
+    """A black-box attack must not beat the white-box ones by more than noise."""
+    tolerance = noise(n, max(black, white), z)
+    details = {"square": black, "white_box": white, "n": n, "tolerance": tolerance}
+    if black < white - tolerance:
+        return CheckResult(
+            name="black-box",
+            passed=False,
+            message=(
+                f"black-box Square ({_pct(black)}) beats the white-box attacks ({_pct(white)}) (n={n}): "
+                "the gradients are not pointing where the model is weak; gradients may be masked"
+            ),
+            details=details,
+        )
+    return CheckResult(
+        name="black-box", passed=True, message="black-box Square does not beat the white-box attacks", details=details
+    )
+
+
+def check_large_eps(acc: float, eps: float, n: int, max_acc: float) -> CheckResult:
+    """At a budget no model resists, accuracy must be near zero."""
+    details = {"eps": eps, "robust_acc": acc, "n": n, "max_acc": max_acc}
+    if acc > max_acc:
+        return CheckResult(
+            name="large-eps",
+            passed=False,
+            message=(
+                f"robust accuracy at eps {format_eps(eps)} is {_pct(acc)} (n={n}), not near zero "
+                f"(<= {_pct(max_acc)}); the attack is not reaching the model"
+            ),
+            details=details,
+        )
+    return CheckResult(
+        name="large-eps", passed=True, message=f"accuracy at eps {format_eps(eps)} is near zero", details=details
+    )
+
+
+def run_masking_checks(
+    model: nn.Module,
+    data: ImageTensors,
+    eps: float,
+    *,
+    clean: Tensor,
+    config: MaskingCheckConfig = MaskingCheckConfig(),
+    batch_size: int,
+    device: torch.device,
+    seed: int = 0,
+    autocast_dtype: torch.dtype | None = None,
+    sweep: tuple[Sequence[float], Sequence[float], int] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[CheckResult]:
+    """Run the four checks on the first ``config.n`` samples of ``data``.
+
+    Args:
+        clean: bool ``(N,)``, clean correctness of ``data`` (from the evaluation).
+        sweep: ``(eps values, robust accuracies, n)`` of an eps sweep already
+            run on the whole set, checked for monotonicity too.
+        progress: called with a short description before each attack run.
+
+    The black-box check is skipped (reported as passed with a note) when
+    torchattacks is not installed.
+    """
+    count = min(config.n, len(data))
+    subset = ImageTensors(data.images[:count], data.labels[:count], data.classes)
+    clean = clean[:count]
+    say = progress or (lambda text: None)
+
+    def run(spec_steps: int, budget: float) -> Outcome:
+        alpha = max(DEFAULT_ALPHA, 2.5 * budget / spec_steps)  # reach the edge of a large ball
+        attack = pgd_spec(spec_steps, alpha=alpha).build(autocast_dtype=autocast_dtype)
+        say(f"check: PGD-{spec_steps} at {format_eps(budget)} on {count}")
+        return attack_outcome(
+            model, subset, attack, budget, clean=clean, batch_size=batch_size, device=device,
+            seed=seed, autocast_dtype=autocast_dtype,
+        )
+
+    ladder = sorted({min(1.0, f * eps) for f in config.ladder if f * eps > 0} | {config.large_eps})
+    outcomes = {budget: run(config.steps, budget) for budget in ladder}
+    if eps not in outcomes:
+        outcomes[eps] = run(config.steps, eps)
+    z = config.noise_z
+    results = [
+        check_monotone(list(outcomes), [o.accuracy for o in outcomes.values()], count, z=z, where=" (PGD ladder)")
+    ]
+    if sweep is not None and len(sweep[0]) >= 2:
+        results.append(check_monotone(sweep[0], sweep[1], sweep[2], z=z, where=" (eps sweep)"))
+
+    base = outcomes[eps]
+    more = run(config.more_steps, eps)
+    results.append(check_more_steps(base.accuracy, more.accuracy, count, (config.steps, config.more_steps), z=z))
+
+    if torchattacks_available():
+        say(f"check: Square ({config.square_queries} queries) at {format_eps(eps)} on {count}")
+        square = attack_outcome(
+            model, subset, Square(n_queries=config.square_queries), eps, clean=clean,
+            batch_size=batch_size, device=device, seed=seed, autocast_dtype=autocast_dtype,
+        )
+        white = float((base.correct & more.correct).float().mean()) if count else 0.0
+        results.append(check_black_box(square.accuracy, white, count, z=z))
+    else:
+        results.append(
+            CheckResult(
+                name="black-box", passed=True,
+                message="skipped: Square needs torchattacks (pip install 'ades[autoattack]')",
+                details={"skipped": True},
+            )
+        )
+
+    large = outcomes[config.large_eps]
+    results.append(check_large_eps(large.accuracy, config.large_eps, count, config.large_eps_max_acc))
+    return results

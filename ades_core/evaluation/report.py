@@ -1,0 +1,108 @@
+"""``eval.json``: one evaluation, written beside the model and read back by ``ades compare`` / ``ades plot``.
+
+Layout (version 1)::
+
+    {
+      "format": "ades-eval", "version": 1,
+      "model": "runs/x/model.safetensors", "run_dir": "runs/x" | null,
+      "defense": "ades", "backbone": "ades_cnn_small",
+      "dataset": {"name", "data_dir", "split": "test", "n", "subset", "subset_seed"},
+      "device": "cpu", "batch_size": 256, "versions": {...},
+      "n", "eps", "eps_text", "seed", "clean_acc",
+      "attacks": [{"name", "eps", "eps_text", "n", "clean_acc", "robust_acc", "seconds",
+                   "settings": {...}, "white_box"}, ...],
+      "worst_case": {... same keys, "settings": {"attacks": [...]}} | null,
+      "sweep": {"attack": "pgd20", "points": [{... same keys}, ...]},
+      "checks": [{"name", "passed", "message", "details"}, ...],
+      "warnings": ["..."],
+      "seconds": total
+    }
+
+Accuracies are fractions in [0, 1]; budgets are in [0, 1] pixel scale.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ades_core.evaluation.sources import EVAL_FILE, EvalData, RunInfo
+from ades_core.evaluation.suite import EvalResult
+
+FORMAT = "ades-eval"
+VERSION = 1
+
+
+class EvalReportError(ValueError):
+    """An ``eval.json`` that is missing or not ades's; one line."""
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def build_report(
+    result: EvalResult, info: RunInfo, data: EvalData, *, device: torch.device, batch_size: int
+) -> dict[str, Any]:
+    """The ``eval.json`` payload of one evaluation."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": str(info.model_file),
+        "run_dir": None if info.run_dir is None else str(info.run_dir),
+        "defense": info.defense,
+        "backbone": info.backbone,
+        "dataset": data.describe(),
+        "device": str(device),
+        "batch_size": batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "versions": {d: _version(d) for d in ("ades", "torch", "torchattacks")},
+        **result.to_dict(),
+    }
+
+
+def write_report(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` as JSON to ``path`` atomically (a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(payload, indent=2) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def find_report(path: str | Path) -> Path:
+    """``path`` itself if it is a file, else ``path/eval.json``."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / EVAL_FILE
+    if not path.is_file():
+        raise EvalReportError(f"no evaluation at {path}; run `ades eval` on it first")
+    return path
+
+
+def read_report(path: str | Path) -> dict[str, Any]:
+    """Read an ``eval.json`` (or a run folder holding one)."""
+    file = find_report(path)
+    try:
+        payload = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise EvalReportError(f"{file} is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise EvalReportError(f"{file} is not an ades evaluation (format {FORMAT!r})")
+    payload["_path"] = str(file)
+    return payload

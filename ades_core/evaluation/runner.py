@@ -1,0 +1,118 @@
+"""Per-sample outcomes of clean and attacked predictions over a split.
+
+Everything here keeps per-sample boolean vectors (``True`` = still correct),
+so the worst case over several attacks is an AND of vectors: a sample counts
+as robust only if it is correct clean *and* under every attack run. Only the
+clean-correct samples are attacked (the others can never count as robust),
+which makes expensive attacks such as AutoAttack affordable on weak models.
+
+Each attack run starts from ``torch.manual_seed(seed)`` inside
+:func:`torch.random.fork_rng` (the caller's random state is left alone), so a
+run is deterministic for its seed and independent of which attacks ran
+before it. The model is used in eval mode with every submodule's mode
+restored afterwards; no parameter, gradient or BN statistic changes.
+"""
+
+from __future__ import annotations
+
+import time
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+from ades_core.data import DeviceLoader, ImageTensors
+from ades_core.model_mode import autocast_for, eval_mode
+from ades_core.protocols import BudgetedAttack
+
+
+@attrs.frozen(eq=False)
+class Outcome:
+    """Per-sample correctness of one attack run.
+
+    Attributes:
+        correct: bool ``(N,)`` on the CPU: correct clean and after the attack.
+        seconds: wall time of the attack and of the forward pass on its output.
+    """
+
+    correct: Tensor
+    seconds: float
+
+    @property
+    def count(self) -> int:
+        """How many samples stayed correct."""
+        return int(self.correct.sum())
+
+    @property
+    def accuracy(self) -> float:
+        """``count / N`` (exact in Python floats), 0 for an empty split."""
+        return self.count / len(self.correct) if len(self.correct) else 0.0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rng_devices(device: torch.device) -> list[torch.device]:
+    return [device] if device.type == "cuda" else []
+
+
+def select(data: ImageTensors, index: Tensor) -> ImageTensors:
+    """The samples of ``data`` at ``index`` (int64 ``(M,)``), in that order."""
+    return ImageTensors(data.images[index], data.labels[index], data.classes)
+
+
+def clean_correct(
+    model: nn.Module,
+    data: ImageTensors,
+    *,
+    batch_size: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """bool ``(N,)`` on the CPU: is each sample of ``data`` classified correctly?"""
+    loader = DeviceLoader(data, batch_size=batch_size, device=device, shuffle=False, augment=False)
+    parts = []
+    with eval_mode(model), torch.no_grad():
+        for x, y, _ in loader:
+            with autocast_for(x, autocast_dtype):
+                parts.append(model(x).argmax(dim=1) == y)
+    if not parts:
+        return torch.zeros(0, dtype=torch.bool)
+    return torch.cat(parts).cpu()
+
+
+def attack_outcome(
+    model: nn.Module,
+    data: ImageTensors,
+    attack: BudgetedAttack,
+    eps: float,
+    *,
+    clean: Tensor,
+    batch_size: int,
+    device: torch.device,
+    seed: int = 0,
+    autocast_dtype: torch.dtype | None = None,
+) -> Outcome:
+    """Which samples stay correct under ``attack`` at budget ``eps`` ([0, 1] pixel scale).
+
+    Only the samples with ``clean[i]`` True are attacked; the others are
+    reported as not robust. Deterministic for ``seed``.
+    """
+    start = time.perf_counter()
+    index = clean.nonzero().squeeze(1)
+    correct = torch.zeros(len(data), dtype=torch.bool)
+    if len(index):
+        loader = DeviceLoader(select(data, index), batch_size=batch_size, device=device, shuffle=False, augment=False)
+        parts = []
+        with torch.random.fork_rng(devices=_rng_devices(device)):
+            torch.manual_seed(seed)
+            with eval_mode(model):
+                for x, y, _ in loader:
+                    x_adv = attack(model, x, y, eps)
+                    with torch.no_grad(), autocast_for(x_adv, autocast_dtype):
+                        parts.append(model(x_adv).argmax(dim=1) == y)
+        correct[index] = torch.cat(parts).cpu()
+    _sync(device)
+    return Outcome(correct=correct, seconds=time.perf_counter() - start)

@@ -1,0 +1,141 @@
+"""Evaluation attacks by name: ``pgd20``, ``pgd100``, ``cw``, ``fgsm``, ``autoattack``, ``square``.
+
+An :class:`AttackSpec` names one attack of an evaluation: a label for tables
+and ``eval.json`` (``pgd20``), the registered attack it builds (``pgd`` in
+:data:`~ades_core.registries.ATTACKS`) and that attack's options. Names are
+resolved by :func:`resolve_attack`:
+
+==============  =============================================================
+``pgdN``        L-inf PGD, N steps, alpha 2/255, random start, cross-entropy
+                (``pgd20`` is the paper's evaluation attack)
+``cw`` / ``cwN``  the same PGD maximising the CW margin loss (``cw`` = 20 steps)
+``fgsm``        one sign step of size eps (quick checks only)
+``autoattack``  standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square; torchattacks)
+``square``      Square, 5000 queries: black-box
+any other       a name registered in ``ATTACKS`` (plugins too), default options
+==============  =============================================================
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+import torch
+
+from ades_core.config import AttackOptions, format_eps
+from ades_core.protocols import BudgetedAttack
+from ades_core.registries import ATTACKS
+from ades_core.registry import RegistryError
+
+DEFAULT_ALPHA = 2 / 255
+"""PGD step size of the evaluation attacks ([0, 1] pixel scale)."""
+
+GRADIENT_FREE = frozenset({"autoattack", "square"})
+"""Registered attacks that are not purely gradient-based (AutoAttack holds Square)."""
+
+_PGD = re.compile(r"^pgd(\d+)$")
+_CW = re.compile(r"^cw(\d+)$")
+
+
+@attrs.frozen(kw_only=True)
+class AttackSpec:
+    """One attack of an evaluation.
+
+    Attributes:
+        label: the name shown in tables and ``eval.json`` (``pgd20``, ``cw``).
+        attack: the registered attack it builds (``pgd``, ``fgsm``, ``autoattack``).
+        options: the options passed to the attack's factory.
+        white_box: purely gradient-based (the gradient-masking checks compare
+            these with black-box attacks).
+    """
+
+    label: str
+    attack: str
+    options: AttackOptions
+    white_box: bool = True
+
+    def build(self, *, autocast_dtype: torch.dtype | None = None) -> BudgetedAttack:
+        """The attack object; ``autocast_dtype`` is passed only when given (plugins may not take it)."""
+        kwargs = {} if autocast_dtype is None else {"autocast_dtype": autocast_dtype}
+        attack = ATTACKS.build(self.attack, self.options, **kwargs)
+        if not isinstance(attack, BudgetedAttack):
+            raise TypeError(f"attack {self.attack!r} does not satisfy the BudgetedAttack protocol")
+        return attack
+
+    def settings(self, attack: object | None = None) -> dict[str, Any]:
+        """The settings to report: the options that apply, plus the attack's own ``settings()``."""
+        out: dict[str, Any] = {"attack": self.attack}
+        if self.attack == "pgd":
+            out |= {
+                "steps": self.options.steps,
+                "alpha": self.options.alpha,
+                "alpha_text": format_eps(self.options.alpha),
+                "random_start": self.options.random_start,
+                "loss": self.options.loss,
+            }
+        elif self.attack == "fgsm":
+            out |= {"loss": self.options.loss}
+        own = getattr(attack, "settings", None)
+        if callable(own):
+            out |= own()
+        return out
+
+    def with_alpha(self, alpha: float) -> AttackSpec:
+        """The same attack with another PGD step size."""
+        return attrs.evolve(self, options=attrs.evolve(self.options, alpha=alpha))
+
+
+def pgd_spec(steps: int, *, loss: str = "ce", label: str | None = None, alpha: float = DEFAULT_ALPHA) -> AttackSpec:
+    """PGD with ``steps`` steps of ``alpha``, random start, maximising ``loss``."""
+    options = AttackOptions(name="pgd", steps=steps, alpha=alpha, random_start=True, loss=loss)
+    return AttackSpec(label=label or f"pgd{steps}", attack="pgd", options=options)
+
+
+PRESET_NAMES: tuple[str, ...] = ("pgd20", "pgd100", "cw", "fgsm", "autoattack", "square")
+"""The names ``ades eval --attack`` documents (``pgdN`` and ``cwN`` work for any N)."""
+
+
+def known_attack_names() -> list[str]:
+    """Every name :func:`resolve_attack` accepts, besides the ``pgdN`` / ``cwN`` patterns."""
+    return sorted(set(PRESET_NAMES) | set(ATTACKS.names()))
+
+
+def resolve_attack(name: str) -> AttackSpec:
+    """The :class:`AttackSpec` for an evaluation attack name.
+
+    Raises:
+        RegistryError: an unknown name; the message lists the known ones.
+    """
+    name = name.strip().lower()
+    if name == "cw":
+        return pgd_spec(20, loss="cw", label="cw")
+    if match := _CW.match(name):
+        return pgd_spec(int(match.group(1)), loss="cw", label=name)
+    if match := _PGD.match(name):
+        steps = int(match.group(1))
+        if steps < 1:
+            raise ValueError(f"attack {name!r}: PGD needs at least one step")
+        return pgd_spec(steps)
+    if name in ATTACKS:
+        return AttackSpec(
+            label=name,
+            attack=name,
+            options=AttackOptions(name=name),
+            white_box=name not in GRADIENT_FREE,
+        )
+    raise RegistryError(
+        f"unknown attack {name!r}; known: {', '.join(known_attack_names())} "
+        "(and pgdN / cwN for N steps)"
+    )
+
+
+def resolve_attacks(names: tuple[str, ...] | list[str]) -> list[AttackSpec]:
+    """Resolve several names; repeated labels are an error."""
+    specs = [resolve_attack(n) for n in names]
+    labels = [s.label for s in specs]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ValueError(f"attack(s) given more than once: {', '.join(repeated)}")
+    return specs

@@ -1,0 +1,181 @@
+"""The attack suite: several attacks, the per-sample worst case, an eps sweep, the masking checks.
+
+    >>> from ades_core.evaluation import evaluate, resolve_attacks
+    >>> result = evaluate(model, data, resolve_attacks(["pgd20", "cw", "autoattack"]), 8 / 255,
+    ...                   sweep=[4 / 255, 8 / 255], device=torch.device("cpu"))   # doctest: +SKIP
+    >>> result.worst_case.robust_acc                                          # doctest: +SKIP
+
+Robust accuracy of one attack counts a sample when it is correct clean and
+after that attack; the worst-case row counts it only when it is correct clean
+and after *every* attack run. The model is never modified: it runs in eval
+mode (every submodule's mode restored afterwards), parameters receive no
+gradients, BN statistics do not move.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from ades_core.config import format_eps
+from ades_core.data import ImageTensors
+from ades_core.evaluation.masking import CheckResult, MaskingCheckConfig, run_masking_checks
+from ades_core.evaluation.runner import attack_outcome, clean_correct
+from ades_core.evaluation.specs import AttackSpec, pgd_spec
+from ades_core.model_mode import eval_mode
+
+SWEEP_ATTACK = "pgd20"
+
+
+@attrs.frozen(kw_only=True)
+class AttackRow:
+    """One attack's result on ``n`` samples at budget ``eps`` ([0, 1] pixel scale)."""
+
+    name: str
+    eps: float
+    n: int
+    clean_acc: float
+    robust_acc: float
+    seconds: float
+    robust_count: int = 0
+    attacked: int = 0
+    settings: dict[str, Any] = attrs.field(factory=dict)
+    white_box: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"eps_text": format_eps(self.eps), **attrs.asdict(self)}
+
+
+@attrs.frozen(kw_only=True)
+class EvalResult:
+    """What :func:`evaluate` measured. ``worst_case`` is ``None`` when no attack ran."""
+
+    n: int
+    eps: float
+    clean_acc: float
+    seed: int
+    attacks: list[AttackRow]
+    worst_case: AttackRow | None
+    sweep: list[AttackRow]
+    checks: list[CheckResult]
+    seconds: float
+
+    @property
+    def warnings(self) -> list[str]:
+        return [c.message for c in self.checks if not c.passed]
+
+    def row(self, name: str) -> AttackRow | None:
+        return next((r for r in self.attacks if r.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "eps": self.eps,
+            "eps_text": format_eps(self.eps),
+            "seed": self.seed,
+            "clean_acc": self.clean_acc,
+            "attacks": [r.to_dict() for r in self.attacks],
+            "worst_case": None if self.worst_case is None else self.worst_case.to_dict(),
+            "sweep": {"attack": SWEEP_ATTACK, "points": [r.to_dict() for r in self.sweep]},
+            "checks": [c.to_dict() for c in self.checks],
+            "warnings": self.warnings,
+            "seconds": self.seconds,
+        }
+
+
+def evaluate(
+    model: nn.Module,
+    data: ImageTensors,
+    attacks: Sequence[AttackSpec],
+    eps: float,
+    *,
+    device: torch.device,
+    batch_size: int = 256,
+    seed: int = 0,
+    sweep: Sequence[float] = (),
+    checks: MaskingCheckConfig | None = MaskingCheckConfig(),
+    autocast_dtype: torch.dtype | None = None,
+    progress: Callable[[str], None] | None = None,
+    on_row: Callable[[AttackRow], None] | None = None,
+) -> EvalResult:
+    """Evaluate ``model`` on ``data`` under ``attacks`` at ``eps``, with an optional eps sweep.
+
+    Args:
+        model: a classifier on ``device`` taking ``(B, C, H, W)`` in [0, 1]; left unchanged.
+        data: the evaluation split.
+        attacks: the attacks, each run on every clean-correct sample.
+        eps: the budget ([0, 1] pixel scale), e.g. ``8 / 255``.
+        sweep: budgets for PGD-20 (one row each), plotted by :func:`plot_sweeps`.
+        checks: the gradient-masking checks' settings, or ``None`` to skip them.
+        seed: every attack run starts from this seed: deterministic results.
+        progress: called with a short text before each run (for a CLI).
+        on_row: called with each row as soon as it is measured.
+    """
+    start = time.perf_counter()
+    say = progress or (lambda text: None)
+    emit = on_row or (lambda row: None)
+    n = len(data)
+    with eval_mode(model):
+        say(f"clean predictions on {n}")
+        clean = clean_correct(model, data, batch_size=batch_size, device=device, autocast_dtype=autocast_dtype)
+        clean_count = int(clean.sum())
+        clean_acc = clean_count / n if n else 0.0
+
+        def run(spec: AttackSpec, budget: float, label: str) -> tuple[AttackRow, torch.Tensor]:
+            attack = spec.build(autocast_dtype=autocast_dtype)
+            say(f"{label} at {format_eps(budget)} on {int(clean.sum())} clean-correct of {n}")
+            outcome = attack_outcome(
+                model, data, attack, budget, clean=clean, batch_size=batch_size, device=device,
+                seed=seed, autocast_dtype=autocast_dtype,
+            )
+            row = AttackRow(
+                name=label, eps=budget, n=n, clean_acc=clean_acc, robust_acc=outcome.accuracy,
+                seconds=outcome.seconds, robust_count=outcome.count, attacked=clean_count,
+                settings=spec.settings(attack), white_box=spec.white_box,
+            )
+            emit(row)
+            return row, outcome.correct
+
+        rows: list[AttackRow] = []
+        worst = clean.clone()
+        for spec in attacks:
+            row, correct = run(spec, eps, spec.label)
+            rows.append(row)
+            worst &= correct
+        worst_row = None
+        if rows:
+            worst_count = int(worst.sum())
+            worst_row = AttackRow(
+                name="worst-case", eps=eps, n=n, clean_acc=clean_acc,
+                robust_acc=worst_count / n if n else 0.0,
+                seconds=sum(r.seconds for r in rows), robust_count=worst_count, attacked=clean_count,
+                settings={"attacks": [r.name for r in rows]},
+                white_box=all(r.white_box for r in rows),
+            )
+            emit(worst_row)
+
+        # A sweep point that repeats the main PGD-20 run (same seed, samples, budget) is reused.
+        reusable = {r.eps: r for r, spec in zip(rows, attacks) if spec == pgd_spec(20)}
+        sweep_rows = [
+            reusable[budget] if budget in reusable else run(pgd_spec(20), budget, SWEEP_ATTACK)[0]
+            for budget in sorted(set(sweep))
+        ]
+
+        results: list[CheckResult] = []
+        if checks is not None:
+            sweep_points = None
+            if sweep_rows:
+                sweep_points = ([r.eps for r in sweep_rows], [r.robust_acc for r in sweep_rows], n)
+            results = run_masking_checks(
+                model, data, eps, clean=clean, config=checks, batch_size=batch_size, device=device,
+                seed=seed, autocast_dtype=autocast_dtype, sweep=sweep_points, progress=say,
+            )
+    return EvalResult(
+        n=n, eps=eps, clean_acc=clean_acc, seed=seed, attacks=rows, worst_case=worst_row,
+        sweep=sweep_rows, checks=results, seconds=time.perf_counter() - start,
+    )
