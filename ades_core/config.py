@@ -499,6 +499,8 @@ class RunConfig:
     """Also write the training state every this many steps (None: at the end of each epoch only)."""
     on_nonfinite: str = attrs.field(default="stop", validator=_in_choices(*ON_NONFINITE))
     """``stop``: a NaN/Inf loss or gradient ends the run; ``skip``: that step is undone and skipped."""
+    compile: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    """``torch.compile`` the model's forward passes (whole, and split features/head)."""
 
     def __attrs_post_init__(self) -> None:
         weights = self.scheduler.weights

@@ -72,3 +72,16 @@ def test_head_only_mc_dropout_equals_full_passes_when_dropout_is_in_the_head():
     torch.testing.assert_close(head, full)
     assert (head > 0).any()
     assert MCDropoutUncertainty().resolved_mode(model) == "head"
+
+
+def test_compiled_model_keeps_its_outputs_and_state_dict_keys():
+    from ades_core.builder import compile_model
+
+    model = create_classifier("ades_cnn_small", num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3).eval()
+    x = torch.rand(4, 3, 32, 32)
+    expected = model(x)
+    keys = list(model.state_dict())
+    compile_model(model, backend="eager")
+    torch.testing.assert_close(model(x), expected)
+    torch.testing.assert_close(model.forward_head(model.forward_features(x)), expected)
+    assert list(model.state_dict()) == keys
