@@ -69,7 +69,8 @@ def _rows_table(title: str, rows) -> Table:
 @click.option("--dataset", default=None, help="Dataset name (default: the one recorded in the run).")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Dataset folder (default: the one recorded in the run).")
-@click.option("--image-size", type=click.IntRange(min=1), default=None, help="Resize test images (default: as trained).")
+@click.option("--image-size", type=click.IntRange(min=1), default=None,
+              help="Resize test images (default: as trained).")
 @click.option("--checks/--no-checks", default=True, show_default=True, help="Run the gradient-masking checks.")
 @click.option("--check-n", type=click.IntRange(min=1), default=200, show_default=True,
               help="Samples the gradient-masking checks use (the first of the evaluation set).")
@@ -216,7 +217,8 @@ def compare_command(paths: tuple[Path, ...], markdown_path: Path | None, json_ou
 @click.command("plot")
 @click.argument("paths", metavar="RUN_DIR_OR_EVAL_JSON...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The PNG to write.")
-@click.option("--label", "labels", multiple=True, help="Line label, once per run in order (default: defense and folder).")
+@click.option("--label", "labels", multiple=True,
+              help="Line label, once per run in order (default: defense and folder).")
 @click.option("--title", default=None, help="Plot title.")
 def plot_command(paths: tuple[Path, ...], out: Path, labels: tuple[str, ...], title: str | None) -> None:
     """Plot robust accuracy against eps for one or several evaluated runs, on the same axes.

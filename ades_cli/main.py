@@ -84,6 +84,7 @@ def _run_options(fn):
         click.option("--device", help="auto, cpu, cuda or cuda:N."),
         click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), help="Mixed precision (auto: bf16 on CUDA, off on CPU)."),
         click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model's forward passes."),
+        click.option("--sync-bn/--no-sync-bn", "sync_bn", default=None, help="Under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)."),
         click.option("--log-every", type=int, help="Refresh the progress line every N steps."),
         click.option("--checkpoint-every", type=click.IntRange(min=1), help="Also save the resumable training state every N steps (it is always saved after each epoch)."),
         click.option("--on-nonfinite", type=click.Choice(["stop", "skip"]), help="A NaN/Inf loss or gradient stops the run (default) or its step is skipped."),
@@ -143,13 +144,19 @@ def run(
     Example (CPU, minutes):
       ades run --preset quick --defense ades --cue grad,entropy,mcdropout \\
                --dataset imagefolder --data-dir ~/.cache/ades/cifar10-imagefolder
-    """
-    import ades_core
-    from ades_core.config import format_eps
-    from ades_core.engine.nonfinite import NonFiniteError
-    from ades_core.engine.run_folder import check_new_run
-    from ades_core.engine.trainer import Trainer
 
+    \b
+    On several GPUs (--batch-size is the global batch; see docs/distributed.md):
+      torchrun --nproc-per-node 8 -m ades_cli run --preset paper ...
+    """
+    from ades_core.distributed import init_from_env, launched_by_torchrun, shutdown
+    from ades_core.engine.run_folder import check_new_run
+
+    sync_bn = options.pop("sync_bn", None)
+    if resume is not None and launched_by_torchrun():
+        raise click.UsageError(
+            "--resume is not supported under torchrun; resume in one process (ades run --resume DIR) or start again"
+        )
     _warn_plugin_failures()
     try:
         if resume is not None:
@@ -157,10 +164,28 @@ def run(
             out = Path(resume)
         else:
             config = config_from_options(preset, options)
+            if sync_bn is not None:
+                config = config.evolve(sync_bn=sync_bn)
             out = out or Path("runs") / f"{config.defense}-{config.model.backbone}-seed{config.seed}"
+        dist = init_from_env(config.device)
+        main_rank = dist is None or dist.is_main
+        if resume is None and main_rank:
             check_new_run(out, config, overwrite=overwrite)  # reads only: refused before anything is built
     except _USER_ERRORS as exc:
         raise _fail(exc) from None
+    try:
+        _train(config, out, overwrite=overwrite, resume=resume, quiet=quiet or not main_rank, main_rank=main_rank)
+    finally:
+        shutdown()
+
+
+def _train(config: Any, out: Path, *, overwrite: bool, resume: Path | None, quiet: bool, main_rank: bool) -> None:
+    """Build and train ``config`` into ``out`` (on every rank under torchrun; rank 0 prints)."""
+    import ades_core
+    from ades_core.config import format_eps
+    from ades_core.engine.nonfinite import NonFiniteError
+    from ades_core.engine.trainer import Trainer
+
     console = Console(stderr=True, quiet=quiet)
     budget = config.budget
     if config.defense == "pgd-at":
@@ -180,6 +205,8 @@ def run(
     except (*_USER_ERRORS, NonFiniteError) as exc:
         raise _fail(exc) from None
     last = history[-1]
+    if not main_rank:
+        return
     click.echo(
         f"done: {out}  test clean {100 * last['test_clean_acc']:.2f}%  "
         f"PGD-{last['test_pgd_steps']}@{format_eps(last['test_eps'])} {100 * last['test_pgd_acc']:.2f}%  "

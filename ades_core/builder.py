@@ -22,6 +22,12 @@ import torch
 from ades_core.config import RunConfig
 from ades_core.data import DataRequest, DeviceLoader, load_datasets
 from ades_core.defenses import DefenseParts
+from ades_core.distributed import (
+    DistributedContext,
+    active,
+    broadcast_module,
+    convert_sync_batchnorm,
+)
 from ades_core.engine.checkpoint import ModelSpec
 from ades_core.engine.setup import TrainingSetup
 from ades_core.protocols import BudgetedAttack, CueExtractor, Defense, Scheduler
@@ -184,9 +190,23 @@ def build(config: RunConfig) -> TrainingSetup:
 
     Seeds torch's generators with ``config.seed`` first, so the same config
     builds the same initial weights.
+
+    Under ``torchrun`` (an active :mod:`ades_core.distributed` context): the
+    device is the rank's own, ``data.batch_size`` is the *global* batch (each
+    rank loads ``batch_size / world_size`` of it), BatchNorm is synchronised
+    with ``config.sync_bn``, the model is wrapped in ``DistributedDataParallel``
+    (``setup.train_model``; ``setup.model`` stays the plain module), and after
+    building, torch's generators are re-seeded per rank (``seed + rank``) so
+    random starts differ between ranks.
     """
+    dist = active()
     torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
+    device = resolve_device(config.device) if dist is None else dist.device
+    if dist is not None and config.data.batch_size % dist.world_size:
+        raise BuildError(
+            f"the global batch size {config.data.batch_size} is not divisible by the "
+            f"{dist.world_size} ranks; pick --batch-size as a multiple of --nproc-per-node x nodes"
+        )
     autocast_dtype = resolve_autocast(config.amp, device)
     data_cfg = config.data
     data = load_datasets(
@@ -208,6 +228,8 @@ def build(config: RunConfig) -> TrainingSetup:
         drop_rate=config.model.drop_rate,
     )
     model = spec.build().to(device)
+    if dist is not None and config.sync_bn:
+        model = convert_sync_batchnorm(model, device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if config.compile:
@@ -215,6 +237,7 @@ def build(config: RunConfig) -> TrainingSetup:
     defense = build_defense(config, autocast_dtype)
     if isinstance(defense, torch.nn.Module):
         defense = defense.to(device)
+    train_model = model if dist is None else _wrap_ddp(model, defense, dist)
     optim = config.optim
     optimizer = torch.optim.SGD(
         model.parameters(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
@@ -231,15 +254,22 @@ def build(config: RunConfig) -> TrainingSetup:
         else None
     )
     grad_scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
+    world = 1 if dist is None else dist.world_size
     train_loader = DeviceLoader(
         data.train,
-        batch_size=data_cfg.batch_size,
+        batch_size=data_cfg.batch_size // world,
         device=device,
         shuffle=True,
         augment=data_cfg.augment,
         drop_last=False,
         seed=config.seed,
+        rank=0 if dist is None else dist.rank,
+        world_size=world,
     )
+    if len(train_loader) == 0:
+        raise BuildError(
+            f"{len(data.train)} training images make no full global batch of {data_cfg.batch_size}"
+        )
     eval_attack = ATTACKS.build(
         "pgd",
         config.attack.__class__(steps=config.eval.steps, alpha=config.eval.alpha, random_start=True),
@@ -261,6 +291,9 @@ def build(config: RunConfig) -> TrainingSetup:
         "mean": list(data.mean),
         "std": list(data.std),
     }
+    if dist is not None:
+        resolved |= {"world_size": dist.world_size, "backend": dist.backend, "sync_bn": config.sync_bn}
+        torch.manual_seed(config.seed + dist.rank)
     return TrainingSetup(
         config=config,
         resolved=resolved,
@@ -276,4 +309,18 @@ def build(config: RunConfig) -> TrainingSetup:
         train_loader=train_loader,
         test_data=data.test,
         eval_attack=eval_attack,
+        dist=dist,
+        train_model=train_model,
     )
+
+
+def _wrap_ddp(model: torch.nn.Module, defense: Any, dist: DistributedContext) -> torch.nn.Module:
+    """``model`` in ``DistributedDataParallel``; the defense's own parameters copied from rank 0.
+
+    The defense is not wrapped: the trainer averages its gradients itself
+    (:func:`ades_core.distributed.average_gradients`).
+    """
+    if isinstance(defense, torch.nn.Module):
+        broadcast_module(defense)
+    ids = [dist.device.index] if dist.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)

@@ -501,6 +501,8 @@ class RunConfig:
     """``stop``: a NaN/Inf loss or gradient ends the run; ``skip``: that step is undone and skipped."""
     compile: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     """``torch.compile`` the model's forward passes (whole, and split features/head)."""
+    sync_bn: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    """Under ``torchrun``, normalise BatchNorm over the global batch (no effect on one process)."""
 
     def __attrs_post_init__(self) -> None:
         weights = self.scheduler.weights

@@ -254,7 +254,11 @@ def autoattack_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | N
     return AutoAttack()
 
 
-@ATTACKS.register("square", description="Square: black-box, query-only L-inf attack (torchattacks)", paper="Andriushchenko et al. 2020")
+@ATTACKS.register(
+    "square",
+    description="Square: black-box, query-only L-inf attack (torchattacks)",
+    paper="Andriushchenko et al. 2020",
+)
 def square_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | None = None) -> Square:
     """steps, alpha, random_start and loss do not apply; runs in float32 (no autocast)."""
     return Square()

@@ -43,7 +43,9 @@ class FGSM:
         return x_adv.to(x.dtype)
 
 
-@ATTACKS.register("fgsm", description="FGSM: one sign step of size eps (quick checks only)", paper="Goodfellow et al. 2015")
+@ATTACKS.register(
+    "fgsm", description="FGSM: one sign step of size eps (quick checks only)", paper="Goodfellow et al. 2015"
+)
 def fgsm_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | None = None) -> FGSM:
     """Uses ``options.loss``; steps, alpha and random_start do not apply."""
     return FGSM(loss=options.loss, autocast_dtype=autocast_dtype)

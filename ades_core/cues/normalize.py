@@ -5,12 +5,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ades_core.distributed import batch_max, batch_min
+
 CONSTANT_CUE_VALUE = 0.5
 """The normalised value of a cue that is constant over the batch (no information)."""
 
 
 def minmax_normalize(raw: Tensor, *, tiny: float = 1e-12) -> Tensor:
     """Min-max normalise each column of ``raw`` over the batch to ``[0, 1]``.
+
+    Under ``torchrun`` the batch is the global one: the column minima and
+    maxima are all-reduced across ranks (:mod:`ades_core.distributed`), so N
+    ranks with B/N samples each normalise exactly as one rank with B samples.
 
     Args:
         raw: ``(B,)`` or ``(B, k)`` finite cue values.
@@ -22,8 +28,8 @@ def minmax_normalize(raw: Tensor, *, tiny: float = 1e-12) -> Tensor:
         a float32 tensor of ``raw``'s shape with values in ``[0, 1]``.
     """
     values = raw.float()
-    low = values.amin(dim=0, keepdim=True)
-    high = values.amax(dim=0, keepdim=True)
+    low = batch_min(values)
+    high = batch_max(values)
     span = high - low
     constant = span <= tiny
     scaled = (values - low) / torch.where(constant, torch.ones_like(span), span)

@@ -5,6 +5,14 @@ CIFAR-sized splits fit in device memory as uint8 (50,000 x 3 x 32 x 32 is
 shuffles, slices, converts and augments on the device: no worker processes,
 no host-to-device copy per batch, no host-device synchronisation per batch.
 
+Sharded across ``world_size`` ranks (``torchrun``), every rank draws the same
+permutation of the whole split, cuts it into the same *global* batches of
+``batch_size * world_size`` samples, and takes its own contiguous slice of
+each: the union of the ranks' batch ``b`` is the single-process batch ``b``.
+A last global batch smaller than that is dropped, so every rank runs the same
+number of steps. Each rank draws its own augmentation (same distribution,
+other draws than a single process).
+
 Order and augmentation are functions of ``(seed, epoch)`` alone: call
 :meth:`DeviceLoader.set_epoch` at the start of each epoch (as with
 ``DistributedSampler``), and a run resumed at epoch ``e`` sees exactly the
@@ -29,9 +37,9 @@ _ORDER_STREAM = 0
 _AUGMENT_STREAM = 1
 
 
-def _derived_seed(seed: int, epoch: int, stream: int) -> int:
+def _derived_seed(seed: int, epoch: int, stream: int | tuple[int, ...]) -> int:
     """A 64-bit seed that depends on ``(seed, epoch, stream)`` only, well mixed."""
-    words = [seed & 0xFFFFFFFFFFFFFFFF, epoch, stream]
+    words = [seed & 0xFFFFFFFFFFFFFFFF, epoch, *(stream if isinstance(stream, tuple) else (stream,))]
     return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0])
 
 
@@ -48,6 +56,9 @@ class DeviceLoader:
             to each batch.
         drop_last: drop the last batch when it is smaller than ``batch_size``.
         seed: the seed of order and augmentation; non-negative.
+        rank, world_size: this rank's slice of every global batch of
+            ``batch_size * world_size`` samples (``batch_size`` is per rank);
+            with ``world_size`` > 1 an incomplete last global batch is dropped.
 
     Each batch is ``x`` float32 ``(B, C, H, W)`` in ``[0, 1]`` pixel scale, ``y``
     int64 ``(B,)`` labels and ``idx`` int64 ``(B,)`` positions of the samples in
@@ -64,6 +75,8 @@ class DeviceLoader:
         augment: bool,
         drop_last: bool = False,
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if not isinstance(data, ImageTensors):
             raise DataError(f"data must be ImageTensors, got {type(data).__name__}")
@@ -71,6 +84,10 @@ class DeviceLoader:
             raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise DataError(f"seed must be a non-negative integer, got {seed!r}")
+        if not 0 <= rank < world_size:
+            raise DataError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+        self.rank = rank
+        self.world_size = world_size
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.shuffle = bool(shuffle)
@@ -95,6 +112,8 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         """Number of batches per epoch."""
+        if self.world_size > 1:
+            return self.num_samples // (self.batch_size * self.world_size)
         if self.drop_last:
             return self.num_samples // self.batch_size
         return math.ceil(self.num_samples / self.batch_size)
@@ -112,9 +131,12 @@ class DeviceLoader:
         augment_generator = None
         if self.augment:
             augment_generator = torch.Generator(device=self.device)
-            augment_generator.manual_seed(_derived_seed(self.seed, self.epoch, _AUGMENT_STREAM))
+            stream = _AUGMENT_STREAM if self.rank == 0 else (_AUGMENT_STREAM, self.rank)
+            augment_generator.manual_seed(_derived_seed(self.seed, self.epoch, stream))
+        step = self.batch_size * self.world_size
         for b in range(len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            first = b * step + self.rank * self.batch_size
+            idx = order[first : first + self.batch_size]
             x = self.images.index_select(0, idx).float().div_(255)
             if augment_generator is not None:
                 x = random_crop_flip(x, generator=augment_generator)
@@ -124,5 +146,6 @@ class DeviceLoader:
         return (
             f"DeviceLoader(samples={self.num_samples}, batch_size={self.batch_size}, "
             f"device={self.device}, shuffle={self.shuffle}, augment={self.augment}, "
-            f"drop_last={self.drop_last}, seed={self.seed}, epoch={self.epoch})"
+            f"drop_last={self.drop_last}, seed={self.seed}, epoch={self.epoch}"
+            + (f", rank={self.rank}, world_size={self.world_size})" if self.world_size > 1 else ")")
         )

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ades_core.cues import extract_cues
+from ades_core.distributed import unwrap_model
 from ades_core.model_mode import autocast_for, eval_mode
 from ades_core.protocols import BudgetedAttack, CueContext, CueExtractor, Scheduler, StepOutput
 from ades_core.schedulers.objectives import SchedulerObjective
@@ -92,6 +93,10 @@ class BudgetedAdversarialTraining(nn.Module):
         self.shares_gradient = self.shares_start and getattr(parts.attack, "loss_name", None) == "ce"
 
     def step(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor) -> StepOutput:
+        """One batch's loss. ``model`` may be a ``DistributedDataParallel`` wrapper: only the
+        training forward goes through it (so DDP syncs exactly that backward); cues, the
+        attack and the clean logits use the module inside."""
+        train_model, model = model, unwrap_model(model)
         start = self._start_point(x) if self.shares_start else None
         ctx = CueContext(model, x if start is None else start, y, self.autocast_dtype)
         budget = self.scheduler(extract_cues(self.cue_extractors, ctx))
@@ -104,7 +109,7 @@ class BudgetedAdversarialTraining(nn.Module):
         learn_schedule = self.objective is not None and eps.requires_grad
         model_input = envelope_input(x, x_adv, eps) if learn_schedule else x_adv
         with autocast_for(x, self.autocast_dtype):
-            logits = model(model_input)
+            logits = train_model(model_input)
         per_sample = F.cross_entropy(logits.float(), y, reduction="none")
         if learn_schedule:
             weight = self.objective.eps_grad_weight(per_sample.detach())

@@ -11,6 +11,7 @@ from torch import nn
 
 from ades_core.config import RunConfig
 from ades_core.data import DeviceLoader, ImageTensors
+from ades_core.distributed import DistributedContext
 from ades_core.engine.checkpoint import ModelSpec
 from ades_core.protocols import BudgetedAttack, Defense
 
@@ -27,6 +28,10 @@ class TrainingSetup:
         defense: the training method; its own parameters (a learnable
             scheduler) are optimised by ``defense_optimizer``.
         eval_attack: the per-epoch held-out attack (PGD-20 at ``config.eval.eps``).
+        dist: this rank's place under ``torchrun``, or ``None`` for one process.
+        train_model: what the training forward runs: ``model`` in
+            ``DistributedDataParallel`` under ``torchrun``, else ``model`` itself
+            (``None`` at construction means ``model``).
     """
 
     config: RunConfig
@@ -43,6 +48,12 @@ class TrainingSetup:
     train_loader: DeviceLoader
     test_data: ImageTensors
     eval_attack: BudgetedAttack
+    dist: DistributedContext | None = None
+    train_model: nn.Module | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.train_model is None:
+            self.train_model = self.model
 
     def fit(self, out: str | Path, **kwargs: Any) -> list[dict[str, Any]]:
         """Train for ``config.optim.epochs`` epochs, writing the run folder ``out``.

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from ades_core.distributed import active
 from ades_core.protocols import StepOutput
 
 _FIELDS = (
@@ -33,6 +34,11 @@ class EpochStats:
 
     ``state_dict`` / ``load_state_dict`` carry the sums of an unfinished epoch
     across a resume, so its metrics come out as if it had not been interrupted.
+
+    Under ``torchrun`` the sums stay per rank; ``read`` and
+    ``global_state_dict`` reduce them over all ranks (one SUM and one MIN
+    all-reduce), so every rank reports the same metrics of the global batches.
+    Every rank must call them at the same steps.
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -83,9 +89,19 @@ class EpochStats:
             self.first_nonfinite, torch.where(finite, math.inf, float(step)), out=self.first_nonfinite
         )
 
+    def global_state_dict(self) -> dict[str, Tensor]:
+        """:meth:`state_dict` summed (min/max for the extremes) over all ranks; the local one alone."""
+        ctx = active()
+        if ctx is None:
+            return self.state_dict()
+        extremes = torch.stack([self.eps_min, -self.eps_max, self.first_nonfinite])
+        sums, extremes = ctx.all_reduce(self.sums, "sum"), ctx.all_reduce(extremes, "min")
+        return {"sums": sums, "eps_min": extremes[0], "eps_max": -extremes[1], "first_nonfinite": extremes[2]}
+
     def read(self) -> dict[str, float]:
+        state = self.global_state_dict()
         values = torch.cat(
-            [self.sums, self.eps_min[None], self.eps_max[None], self.first_nonfinite[None]]
+            [state["sums"], state["eps_min"][None], state["eps_max"][None], state["first_nonfinite"][None]]
         ).tolist()
         named = dict(zip(_FIELDS, values[: len(_FIELDS)]))
         n = max(named["n"], 1.0)

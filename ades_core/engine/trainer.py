@@ -11,6 +11,13 @@ training state (:mod:`ades_core.engine.run_state`) is written atomically at
 the end of every epoch and, with ``checkpoint_every``, every that many steps;
 ``Trainer(setup, resume=True).fit(out)`` continues from it, and on the CPU
 with the same thread count the result is bitwise the uninterrupted run's.
+
+Under ``torchrun`` (``setup.dist``) every rank runs this loop in lock-step:
+the training forward goes through ``setup.train_model`` (DDP), the defense's
+own gradients are averaged over ranks before its optimiser steps, the epoch
+statistics are reduced over ranks whenever they are read, and the held-out
+check is sharded. Only rank 0 writes the run folder and shows progress.
+Resuming under ``torchrun`` is refused (see docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import save_file
 
 from ades_core.config import format_eps
+from ades_core.distributed import average_gradients, broadcast_module
 from ades_core.engine.checkpoint import MODEL_FILE, save_model
 from ades_core.engine.evaluator import evaluate_robustness
 from ades_core.engine.files import append_jsonl, atomic_write, write_json
@@ -101,7 +109,17 @@ class Trainer:
                 "overwrite and resume exclude each other: resume continues a run, overwrite replaces it"
             )
         self.setup = setup
+        self.dist = setup.dist
+        self.is_main = self.dist is None or self.dist.is_main
+        if resume and self.dist is not None:
+            raise RunFolderError(
+                "resuming under torchrun is not supported; resume the run in one process "
+                "(ades run --resume DIR), or start it again"
+            )
+        progress = progress and self.is_main
         self.console = console or Console(stderr=True, quiet=not progress)
+        if not self.is_main:
+            self.console.quiet = True
         self.progress = progress
         self.overwrite = overwrite
         self.resume = resume
@@ -131,6 +149,8 @@ class Trainer:
         Everything that can fail (folder checks, reading and restoring the
         state) happens before the first file is written.
         """
+        if not self.is_main:
+            return None  # rank 0 writes the folder; the others only train
         if not self.resume:
             check_new_run(out, self.setup.config, overwrite=self.overwrite)
             out.mkdir(parents=True, exist_ok=True)
@@ -154,6 +174,8 @@ class Trainer:
         return point
 
     def _save_files(self, out: Path) -> None:
+        if not self.is_main:
+            return
         setup = self.setup
         save_model(out / MODEL_FILE, setup.model, setup.model_spec, setup.config.to_dict())
         state = {k: v.detach().cpu().contiguous() for k, v in setup.defense.state_dict().items()}
@@ -162,6 +184,14 @@ class Trainer:
 
     def _checkpoint(self, position: Position, stats: EpochStats | None, seconds: float) -> None:
         """Write the training state at ``position`` (callers have checked the non-finite flag)."""
+        if self.dist is not None:
+            if stats is not None:  # the global sums (a collective: every rank takes part)
+                snapshot = EpochStats(self.setup.device)
+                snapshot.load_state_dict(stats.global_state_dict())
+                stats = snapshot
+            if not self.is_main:
+                self.last_saved = position
+                return
         state = capture_state(self.setup, position, self.history, stats, seconds)
         try:
             save_training_state(self.out, state, finite=FINITE_PARTS)
@@ -206,7 +236,8 @@ class Trainer:
                 record = self._train_epoch(epoch, bar, resumed)
                 record |= self._evaluate(epoch, bar)
                 self.history.append(record)
-                append_jsonl(out / METRICS_FILE, record)
+                if self.is_main:
+                    append_jsonl(out / METRICS_FILE, record)
                 self._save_files(out)
                 self._checkpoint(Position(epoch + 1, 0, self.global_step), None, 0.0)
                 self._report(record)
@@ -215,7 +246,12 @@ class Trainer:
     def _train_epoch(self, epoch: int, bar: Progress, resumed: ResumePoint | None) -> dict[str, Any]:
         setup = self.setup
         config = setup.config
-        model, defense, loader, guard = setup.model, setup.defense, setup.train_loader, self.guard
+        model, defense, loader, guard = setup.train_model, setup.defense, setup.train_loader, self.guard
+        defense_params = (
+            [p for p in defense.parameters() if p.requires_grad]
+            if self.dist is not None and setup.defense_optimizer is not None
+            else []
+        )
         loader.set_epoch(epoch)
         stats = EpochStats(setup.device)
         done, seconds_before = 0, 0.0
@@ -238,6 +274,7 @@ class Trainer:
             out = defense.step(model, x, y, idx)
             if setup.grad_scaler is not None:
                 setup.grad_scaler.scale(out.loss).backward()
+                average_gradients(defense_params)
                 finite = guard.finite(out.loss)
                 setup.grad_scaler.step(setup.optimizer)
                 if setup.defense_optimizer is not None:
@@ -245,6 +282,7 @@ class Trainer:
                 setup.grad_scaler.update()
             else:
                 out.loss.backward()
+                average_gradients(defense_params)
                 finite = guard.finite(out.loss)
                 setup.optimizer.step()
                 if setup.defense_optimizer is not None:
@@ -264,6 +302,10 @@ class Trainer:
         if setup.device.type == "cuda":
             torch.cuda.synchronize(setup.device)
         seconds = seconds_before + time.perf_counter() - start
+        if self.dist is not None:
+            # without SyncBatchNorm each rank's BN statistics drifted with its own batches:
+            # take rank 0's, so evaluation and the saved model are the same on every rank
+            broadcast_module(setup.model, buffers_only=True)
         setup.lr_schedule.step()
         bar.remove_task(task)
         summary = stats.read()
@@ -328,6 +370,7 @@ class Trainer:
             device=setup.device,
             autocast_dtype=setup.autocast_dtype,
             seed=setup.config.seed,
+            distributed=self.dist,
         )
         bar.remove_task(task)
         return {

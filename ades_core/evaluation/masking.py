@@ -94,7 +94,9 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
-def check_monotone(eps: Sequence[float], acc: Sequence[float], n: int, *, z: float = 2.0, where: str = "") -> CheckResult:
+def check_monotone(
+    eps: Sequence[float], acc: Sequence[float], n: int, *, z: float = 2.0, where: str = ""
+) -> CheckResult:
     """Robust accuracy must not rise with eps by more than noise."""
     pairs = sorted(zip(eps, acc))
     rises = []

@@ -51,6 +51,9 @@ def plot_sweeps(series: Sequence[SweepSeries], path: str | Path, *, title: str |
     axes = figure.add_subplot(1, 1, 1)
     for line in series:
         axes.plot([255 * e for e in line.eps], [100 * a for a in line.robust_acc], marker="o", label=line.label)
+    ticks = sorted({255 * e for line in series for e in line.eps})
+    if len(ticks) <= 12:
+        axes.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ns = sorted({s.n for s in series if s.n is not None})
     axes.set_xlabel("L-inf budget eps (x/255)")
     axes.set_ylabel("robust accuracy, PGD-20 (%)")

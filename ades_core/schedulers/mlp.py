@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ades_core.config import BudgetConfig, SchedulerOptions
+from ades_core.distributed import batch_mean
 from ades_core.protocols import Budget, Cues
 from ades_core.registries import SCHEDULERS
 
@@ -18,8 +19,12 @@ def centre_sigma(raw: torch.Tensor) -> torch.Tensor:
     ``sigma_i = 0.5 + 0.5 * (s_i - mean(s))`` for ``s`` in (0, 1): the result
     lies in (0, 1) for every input, its batch mean is 0.5, and only the
     allocation across samples is learned (``(B,)`` -> ``(B,)``).
+
+    Under ``torchrun`` the mean is over the global batch
+    (:func:`ades_core.distributed.batch_mean`: an all-reduce of the local sums
+    and counts whose backward is exact), so the global mean of sigma is 0.5.
     """
-    return 0.5 + 0.5 * (raw - raw.mean())
+    return 0.5 + 0.5 * (raw - batch_mean(raw))
 
 
 class MLPScheduler(nn.Module):

@@ -60,7 +60,9 @@ class Linear(nn.Module):
             return torch.stack(margins)
 
 
-def linear_data(model: Linear, count: int, shape: tuple[int, int, int], *, seed: int = 0, low: int = 96, high: int = 160) -> ImageTensors:
+def linear_data(
+    model: Linear, count: int, shape: tuple[int, int, int], *, seed: int = 0, low: int = 96, high: int = 160
+) -> ImageTensors:
     """uint8 images in ``[low, high]`` (far from 0 and 255) labelled with the model's own predictions."""
     generator = torch.Generator().manual_seed(seed)
     images = torch.randint(low, high + 1, (count, *shape), generator=generator, dtype=torch.uint8)

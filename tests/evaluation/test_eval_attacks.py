@@ -120,7 +120,13 @@ def test_fgsm_moves_every_pixel_to_the_edge_of_the_ball_inside_the_box():
 
 @pytest.mark.parametrize(
     ("name", "attack", "steps", "loss"),
-    [("pgd20", "pgd", 20, "ce"), ("pgd100", "pgd", 100, "ce"), ("pgd7", "pgd", 7, "ce"), ("cw", "pgd", 20, "cw"), ("cw30", "pgd", 30, "cw")],
+    [
+        ("pgd20", "pgd", 20, "ce"),
+        ("pgd100", "pgd", 100, "ce"),
+        ("pgd7", "pgd", 7, "ce"),
+        ("cw", "pgd", 20, "cw"),
+        ("cw30", "pgd", 30, "cw"),
+    ],
 )
 def test_attack_names_resolve_to_pgd_settings(name, attack, steps, loss):
     spec = resolve_attack(name)

@@ -79,7 +79,9 @@ def test_evaluation_is_deterministic_for_a_seed_and_leaves_the_model_untouched(r
     checks = MaskingCheckConfig(n=8, more_steps=25, square_queries=10)
 
     def run(seed):
-        return evaluate(model, data, specs, 8 / 255, device=CPU, seed=seed, sweep=[4 / 255, 8 / 255], checks=checks, batch_size=10)
+        return evaluate(
+            model, data, specs, 8 / 255, device=CPU, seed=seed, sweep=[4 / 255, 8 / 255], checks=checks, batch_size=10
+        )
 
     first, again = run(0), run(0)
 
