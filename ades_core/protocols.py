@@ -98,6 +98,13 @@ class Budget:
         if not 0.0 <= self.eps_min <= self.eps_max <= 1.0:
             raise ValueError(f"need 0 <= eps_min <= eps_max <= 1, got {self.eps_min}, {self.eps_max}")
 
+    @classmethod
+    def from_sigma(cls, sigma: Tensor, eps_min: float, eps_max: float) -> Budget:
+        """``eps = eps_min + (eps_max - eps_min) * sigma``, clamped into the bounds
+        (so float rounding can never leave them), for ``sigma`` ``(B,)`` in [0, 1]."""
+        eps = (eps_min + (eps_max - eps_min) * sigma).clamp(eps_min, eps_max)
+        return cls(eps=eps, sigma=sigma, eps_min=eps_min, eps_max=eps_max)
+
     def detach(self) -> Budget:
         sigma = None if self.sigma is None else self.sigma.detach()
         return attrs.evolve(self, eps=self.eps.detach(), sigma=sigma)

@@ -13,7 +13,7 @@ from typing import Any
 from timm.models import generate_default_cfgs, register_model
 from torch import Tensor, nn
 
-from ades_core.backbones.cifar_cfg import cifar_cfg, create_cifar_model
+from ades_core.backbones.cifar_cfg import LinearHead, cifar_cfg, create_cifar_model
 
 __all__ = ["SmallCNN"]
 
@@ -22,7 +22,7 @@ def _conv_bn_relu(in_chs: int, out_chs: int) -> list[nn.Module]:
     return [nn.Conv2d(in_chs, out_chs, 3, padding=1, bias=False), nn.BatchNorm2d(out_chs), nn.ReLU()]
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(LinearHead, nn.Module):
     """conv(w)-conv(w)-pool-conv(2w)-conv(2w)-pool, Linear(256)-ReLU-Dropout-Linear.
 
     Args:
@@ -75,18 +75,6 @@ class SmallCNN(nn.Module):
         self.act = nn.ReLU()
         self.head_drop = nn.Dropout(p=drop_rate)
         self.fc: nn.Module = self._classifier(num_classes)
-
-    def _classifier(self, num_classes: int) -> nn.Module:
-        return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def get_classifier(self) -> nn.Module:
-        """The final linear layer, ``(B, 256) -> (B, num_classes)``."""
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh one for ``num_classes`` (0: identity)."""
-        self.num_classes = num_classes
-        self.fc = self._classifier(num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(B, in_chans, H, W)`` with ``(H, W) = img_size`` -> flattened ``(B, 2w * H/4 * W/4)``."""

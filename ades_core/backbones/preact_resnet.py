@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from timm.models import generate_default_cfgs, register_model
 from torch import Tensor, nn
 
-from ades_core.backbones.cifar_cfg import cifar_cfg, create_cifar_model
+from ades_core.backbones.cifar_cfg import LinearHead, cifar_cfg, create_cifar_model, init_conv_bn
 
 __all__ = ["PreActResNet"]
 
@@ -44,7 +44,7 @@ class PreActBlock(nn.Module):
         return residual + out
 
 
-class PreActResNet(nn.Module):
+class PreActResNet(LinearHead, nn.Module):
     """Pre-activation ResNet of basic blocks for 32x32 inputs.
 
     Args:
@@ -91,27 +91,7 @@ class PreActResNet(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.bn = nn.BatchNorm2d(widths[-1])
         self.fc: nn.Module = self._classifier(num_classes)
-        self._init_weights()
-
-    def _classifier(self, num_classes: int) -> nn.Module:
-        return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def get_classifier(self) -> nn.Module:
-        """The final linear layer, ``(B, num_features) -> (B, num_classes)``."""
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh one for ``num_classes`` (0: identity)."""
-        self.num_classes = num_classes
-        self.fc = self._classifier(num_classes)
+        init_conv_bn(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(B, in_chans, H, W)`` -> unpooled ``(B, 512, H/8, W/8)``, after BN-ReLU."""

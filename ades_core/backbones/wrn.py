@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from timm.models import generate_default_cfgs, register_model
 from torch import Tensor, nn
 
-from ades_core.backbones.cifar_cfg import cifar_cfg, create_cifar_model
+from ades_core.backbones.cifar_cfg import LinearHead, cifar_cfg, create_cifar_model, init_conv_bn
 
 __all__ = ["WideResNet"]
 
@@ -52,7 +52,7 @@ class WideBasicBlock(nn.Module):
         return residual + self.conv2(out)
 
 
-class WideResNet(nn.Module):
+class WideResNet(LinearHead, nn.Module):
     """WRN-``depth``-``widen_factor`` for 32x32 inputs.
 
     Args:
@@ -97,35 +97,13 @@ class WideResNet(nn.Module):
         self.block3 = self._group(n, widths[2], widths[3], 2, drop_rate)
         self.bn = nn.BatchNorm2d(widths[3])
         self.fc: nn.Module = self._classifier(num_classes)
-        self._init_weights()
+        init_conv_bn(self)
 
     @staticmethod
     def _group(n: int, in_chs: int, out_chs: int, stride: int, drop_rate: float) -> nn.Sequential:
         blocks = [WideBasicBlock(in_chs, out_chs, stride, drop_rate)]
         blocks += [WideBasicBlock(out_chs, out_chs, 1, drop_rate) for _ in range(n - 1)]
         return nn.Sequential(*blocks)
-
-    def _classifier(self, num_classes: int) -> nn.Module:
-        return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
-
-    def get_classifier(self) -> nn.Module:
-        """The final linear layer, ``(B, num_features) -> (B, num_classes)``."""
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh one for ``num_classes`` (0: identity)."""
-        self.num_classes = num_classes
-        self.fc = self._classifier(num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(B, in_chans, H, W)`` -> unpooled ``(B, num_features, H/4, W/4)``, after BN-ReLU."""

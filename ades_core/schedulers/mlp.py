@@ -66,8 +66,7 @@ class MLPScheduler(nn.Module):
         first = self.net[0].weight
         raw = torch.sigmoid(self.net(values.to(first.dtype)).squeeze(1).float())
         sigma = centre_sigma(raw) if self.allocation == "mean" else raw
-        eps = (self.eps_min + (self.eps_max - self.eps_min) * sigma).clamp(self.eps_min, self.eps_max)
-        return Budget(eps=eps, sigma=sigma, eps_min=self.eps_min, eps_max=self.eps_max)
+        return Budget.from_sigma(sigma, self.eps_min, self.eps_max)
 
 
 @SCHEDULERS.register(

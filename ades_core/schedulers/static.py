@@ -37,8 +37,7 @@ class StaticWeightedCues(nn.Module):
                 f"{cues.values.shape[1]} cues {cues.names}"
             )
         sigma = (cues.values @ self.weights.to(cues.values.device)).clamp(0.0, 1.0)
-        eps = (self.eps_min + (self.eps_max - self.eps_min) * sigma).clamp(self.eps_min, self.eps_max)
-        return Budget(eps=eps, sigma=sigma, eps_min=self.eps_min, eps_max=self.eps_max)
+        return Budget.from_sigma(sigma, self.eps_min, self.eps_max)
 
 
 @SCHEDULERS.register(
