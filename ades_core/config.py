@@ -185,6 +185,17 @@ def _registered(registry) -> Any:
     return check
 
 
+def _training_attack(instance: object, attribute: attrs.Attribute, value: str) -> None:
+    """A registered attack that can generate training examples (not an evaluation-only one)."""
+    _registered(ATTACKS)(instance, attribute, value)
+    if not ATTACKS.entry(value).meta.get("training", True):
+        usable = [n for n in ATTACKS.names() if ATTACKS.entry(n).meta.get("training", True)]
+        raise ConfigError(
+            f"attack.{attribute.name}",
+            f"attack {value!r} is for evaluation only; training attacks: {', '.join(usable)}",
+        )
+
+
 def _each_registered(registry) -> Any:
     def check(instance: object, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
         for name in value:
@@ -512,6 +523,7 @@ class RunConfig:
                 f"{len(weights)} scheduler weights for {len(self.cues.names)} cues "
                 f"({','.join(self.cues.names)}); give one weight per cue",
             )
+        _training_attack(self, attrs.fields(AttackOptions).name, self.attack.name)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:

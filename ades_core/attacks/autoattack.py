@@ -248,6 +248,7 @@ class Square(TorchattacksAttack):
     "autoattack",
     description="AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square (torchattacks, 100 iterations)",
     paper="Croce & Hein 2020",
+    training=False,
 )
 def autoattack_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | None = None) -> AutoAttack:
     """steps, alpha, random_start and loss do not apply; runs in float32 (no autocast)."""
@@ -258,6 +259,7 @@ def autoattack_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | N
     "square",
     description="Square: black-box, query-only L-inf attack (torchattacks)",
     paper="Andriushchenko et al. 2020",
+    training=False,
 )
 def square_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | None = None) -> Square:
     """steps, alpha, random_start and loss do not apply; runs in float32 (no autocast)."""

@@ -35,7 +35,9 @@ def series_from_report(report: dict[str, Any], label: str | None = None) -> Swee
         raise ValueError(f"{where} holds no eps sweep; run `ades eval --eps-sweep 4/255,8/255 ...`")
     if label is None:
         run = report.get("run_dir") or report.get("model", "")
-        label = f"{report.get('defense') or 'model'} ({Path(run).name})" if run else str(report.get("defense"))
+        defense = report.get("defense") or "model"
+        folder = Path(run).name if run else ""
+        label = defense if folder in ("", defense) else f"{defense} ({folder})"
     return SweepSeries(label=label, eps=[e for e, _ in points], robust_acc=[a for _, a in points], n=report.get("n"))
 
 

@@ -87,3 +87,8 @@ def test_explicit_values_override_a_preset():
     assert config.optim.epochs == 7
     assert config.model.backbone == "ades_wrn16_4"
     assert config.data.train_subset == PRESETS["quick"]["data"]["train_subset"]
+
+
+def test_evaluation_only_attacks_cannot_train():
+    with pytest.raises(ValueError, match="'autoattack' is for evaluation only; training attacks: fgsm, pgd"):
+        RunConfig.from_dict({"attack": {"name": "autoattack"}})
