@@ -16,9 +16,8 @@ import attrs
 
 from ades_core.data import DataRequest, ImageTensors, load_datasets
 from ades_core.engine.checkpoint import MODEL_FILE, read_run_config, read_spec, resolve_model_file
+from ades_core.engine.run_folder import CONFIG_FILE, METRICS_FILE
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.json"
 
 

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ades_core.data import ImageTensors
+from tests.tiny_models import LinearClassifier
 
 
 class PooledNet(nn.Module):
@@ -27,16 +28,11 @@ class PooledNet(nn.Module):
         return self.fc(self.drop(self.pool(torch.relu(self.bn(self.conv(x)))).flatten(1)))
 
 
-class Linear(nn.Module):
+class Linear(LinearClassifier):
     """``logits = W flatten(x) + b``; the exact L-inf robustness of a sample is known in closed form."""
 
     def __init__(self, in_features: int, num_classes: int, *, seed: int = 0, quantise: bool = False) -> None:
-        super().__init__()
-        generator = torch.Generator().manual_seed(seed)
-        self.fc = nn.Linear(in_features, num_classes)
-        with torch.no_grad():
-            self.fc.weight.copy_(torch.randn(num_classes, in_features, generator=generator))
-            self.fc.bias.copy_(torch.randn(num_classes, generator=generator))
+        super().__init__(in_features, num_classes, seed=seed)
         self.quantise = quantise
 
     def forward(self, x: Tensor) -> Tensor:
