@@ -120,8 +120,14 @@ def _build_part(
     return _checked(obj, protocol, what, source)
 
 
-def build_defense(config: RunConfig, autocast_dtype: torch.dtype | None = None) -> Defense:
-    """The defense of ``config`` with its cues, scheduler, objective and attack."""
+def build_defense(
+    config: RunConfig, autocast_dtype: torch.dtype | None = None, *, num_samples: int = 0
+) -> Defense:
+    """The defense of ``config`` with its cues, scheduler, objective and attack.
+
+    ``num_samples``: the training-set size, for defenses that keep per-sample
+    state indexed by dataset index (IAAT, MMA).
+    """
     entry = DEFENSES.entry(config.defense)
     uses_cues = entry.meta.get("uses_cues", True)
     cue_names = config.cues.names if uses_cues else ()
@@ -168,6 +174,10 @@ def build_defense(config: RunConfig, autocast_dtype: torch.dtype | None = None) 
         objective=objective,
         autocast_dtype=autocast_dtype,
         cue_point=config.cues.point,
+        options=config.defense_options,
+        budget=config.budget,
+        attack_options=config.attack,
+        num_samples=num_samples,
     )
     return _build_part(DEFENSES, config.defense, Defense, f"defense {config.defense!r}", parts)
 
@@ -234,7 +244,7 @@ def build(config: RunConfig) -> TrainingSetup:
         model = model.to(memory_format=torch.channels_last)
     if config.compile:
         compile_model(model)
-    defense = build_defense(config, autocast_dtype)
+    defense = build_defense(config, autocast_dtype, num_samples=len(data.train))
     if isinstance(defense, torch.nn.Module):
         defense = defense.to(device)
     train_model = model if dist is None else _wrap_ddp(model, defense, dist)

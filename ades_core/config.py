@@ -410,6 +410,32 @@ class AttackOptions:
             raise ConfigError(attribute.name, "the PGD step size must be positive, got 0")
 
 
+TRAINING_LOSSES = ("ce", "trades", "mart")
+"""The outer loss of a budgeted defense (pgd-at, static-des, ades): cross-entropy on
+``x_adv`` (Madry), TRADES's clean CE + beta * KL, or MART's boosted CE + beta * weighted KL."""
+
+
+@attrs.frozen(kw_only=True)
+class DefenseOptions:
+    """Settings of particular defenses; each field names the defenses it applies to.
+
+    ``loss`` (pgd-at, static-des, ades): the outer training loss, one of
+    :data:`TRAINING_LOSSES`; the inner attack maximises the matching loss
+    (CE for ``ce``, KL to the clean prediction for ``trades`` and ``mart``).
+    ``beta`` (trades, mart, and ``loss`` trades/mart): weight of the robustness term.
+    ``replays`` (free-at): minibatch replays m; the run's epochs are divided by m.
+    ``awp`` (pgd-at, trades, ades): adversarial weight perturbation of relative
+    size ``awp_gamma`` per layer, from epoch ``awp_warmup`` on.
+    """
+
+    loss: str = attrs.field(default="ce", validator=_in_choices(*TRAINING_LOSSES))
+    beta: float = attrs.field(default=6.0, validator=_number_in(0.0))
+    replays: int = attrs.field(default=8, validator=_int_at_least(1))
+    awp: bool = attrs.field(default=False, validator=_boolean)
+    awp_gamma: float = attrs.field(default=5e-3, validator=_number_in(0.0, low_open=True))
+    awp_warmup: int = attrs.field(default=0, validator=_int_at_least(0))
+
+
 @attrs.frozen(kw_only=True)
 class OptimConfig:
     """SGD on the model, step decay at fractions of the epochs."""
@@ -451,6 +477,7 @@ _SECTIONS: dict[str, type] = {
     "cues": CueOptions,
     "scheduler": SchedulerOptions,
     "attack": AttackOptions,
+    "defense_options": DefenseOptions,
     "optim": OptimConfig,
     "eval": EvalConfig,
 }
@@ -500,6 +527,7 @@ class RunConfig:
     cues: CueOptions = _section(CueOptions)
     scheduler: SchedulerOptions = _section(SchedulerOptions)
     attack: AttackOptions = _section(AttackOptions)
+    defense_options: DefenseOptions = _section(DefenseOptions)
     optim: OptimConfig = _section(OptimConfig)
     eval: EvalConfig = _section(EvalConfig)
     seed: int = attrs.field(default=0, validator=_int_at_least(0))

@@ -20,7 +20,7 @@ One training step, top to bottom::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -121,12 +121,20 @@ class StepOutput:
         logits_clean: ``(B, num_classes)`` on the clean inputs, detached, or
             ``None`` when the defense did not compute them.
         budget: the budgets used, detached.
+        cues: the normalised cues the budgets came from, detached, or ``None``
+            for a defense without cues (telemetry correlates them with eps).
+        after_update: called by the trainer once the optimisers have stepped
+            on this loss (and before a skipped step is undone), or ``None``;
+            a defense that perturbed the weights for its loss (AWP) removes
+            the perturbation here.
     """
 
     loss: Tensor
     logits_adv: Tensor
     budget: Budget
     logits_clean: Tensor | None = None
+    cues: Cues | None = None
+    after_update: Callable[[], None] | None = None
 
 
 @runtime_checkable
@@ -190,6 +198,18 @@ class Defense(Protocol):
     gradient the method needs (model and the defense's own ``parameters()``).
     The defense does not step optimisers, move tensors between devices or
     write files.
+
+    Optional members the trainer uses when present:
+
+    * ``replays: int``: the trainer calls ``step`` this many times on each
+      minibatch, stepping the optimisers after each (Free-AT's replay);
+    * ``start_epoch(epoch, epochs)``: called before each epoch (0-based
+      ``epoch`` of ``epochs``), for schedules over training (curricula,
+      warm-ups);
+    * ``load_state_dict(state)``: restores what ``state_dict`` saved, on resume.
+
+    Per-sample state kept across epochs is indexed by the dataset index ``idx``
+    and lives on the model's device, in ``state_dict`` (so checkpoints carry it).
     """
 
     name: str

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ades_core.config import AttackOptions, BudgetConfig, DefenseOptions
 from ades_core.cues import extract_cues
 from ades_core.distributed import unwrap_model
 from ades_core.model_mode import autocast_for, eval_mode
@@ -31,6 +32,14 @@ class DefenseParts:
     objective: SchedulerObjective | None = None
     autocast_dtype: torch.dtype | None = None
     cue_point: str = attrs.field(default="start", validator=attrs.validators.in_(("start", "clean")))
+    options: DefenseOptions = attrs.field(factory=DefenseOptions)
+    """The defense-specific settings (TRADES's beta, Free-AT's replays, AWP, ...)."""
+    budget: BudgetConfig = attrs.field(factory=BudgetConfig)
+    """The run's budgets (eps, eps_min, lam), [0, 1] pixel scale."""
+    attack_options: AttackOptions = attrs.field(factory=AttackOptions)
+    """The training attack's settings (steps, alpha), for defenses that run their own attack."""
+    num_samples: int = 0
+    """Training-set size: per-sample state is indexed by dataset index in ``[0, num_samples)``."""
 
 
 def envelope_input(x: Tensor, x_adv: Tensor, eps: Tensor) -> Tensor:
@@ -99,7 +108,8 @@ class BudgetedAdversarialTraining(nn.Module):
         train_model, model = model, unwrap_model(model)
         start = self._start_point(x) if self.shares_start else None
         ctx = CueContext(model, x if start is None else start, y, self.autocast_dtype)
-        budget = self.scheduler(extract_cues(self.cue_extractors, ctx))
+        cues = extract_cues(self.cue_extractors, ctx)
+        budget = self.scheduler(cues)
         eps = budget.eps
         if start is None:
             x_adv = self.attack(model, x, y, eps.detach())
@@ -119,6 +129,7 @@ class BudgetedAdversarialTraining(nn.Module):
             logits_adv=logits.detach().float(),
             budget=budget.detach(),
             logits_clean=self._clean_logits(ctx, x),
+            cues=cues if cues.values.shape[1] else None,
         )
 
     def _start_point(self, x: Tensor) -> Tensor:

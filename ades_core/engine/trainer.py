@@ -246,13 +246,17 @@ class Trainer:
     def _train_epoch(self, epoch: int, bar: Progress, resumed: ResumePoint | None) -> dict[str, Any]:
         setup = self.setup
         config = setup.config
-        model, defense, loader, guard = setup.train_model, setup.defense, setup.train_loader, self.guard
+        model, defense, loader = setup.train_model, setup.defense, setup.train_loader
         defense_params = (
             [p for p in defense.parameters() if p.requires_grad]
             if self.dist is not None and setup.defense_optimizer is not None
             else []
         )
         loader.set_epoch(epoch)
+        replays = int(getattr(defense, "replays", 1))
+        start_epoch = getattr(defense, "start_epoch", None)
+        if start_epoch is not None:
+            start_epoch(epoch, config.optim.epochs)
         stats = EpochStats(setup.device)
         done, seconds_before = 0, 0.0
         if resumed is not None and resumed.position.step:
@@ -267,28 +271,9 @@ class Trainer:
         for step, (x, y, idx) in enumerate(loader, start=1):
             if step <= done:
                 continue  # drawn with its augmentation randomness; trained on before the interruption
-            setup.optimizer.zero_grad(set_to_none=True)
-            if setup.defense_optimizer is not None:
-                setup.defense_optimizer.zero_grad(set_to_none=True)
-            guard.begin()
-            out = defense.step(model, x, y, idx)
-            if setup.grad_scaler is not None:
-                setup.grad_scaler.scale(out.loss).backward()
-                average_gradients(defense_params)
-                finite = guard.finite(out.loss)
-                setup.grad_scaler.step(setup.optimizer)
-                if setup.defense_optimizer is not None:
-                    setup.grad_scaler.step(setup.defense_optimizer)
-                setup.grad_scaler.update()
-            else:
-                out.loss.backward()
-                average_gradients(defense_params)
-                finite = guard.finite(out.loss)
-                setup.optimizer.step()
-                if setup.defense_optimizer is not None:
-                    setup.defense_optimizer.step()
-            guard.commit(finite)
-            stats.update(out, y, finite, step)
+            for _ in range(replays):
+                out, finite = self._update(model, x, y, idx, defense_params)
+                stats.update(out, y, finite, step)
             self.global_step += 1
             last = step == steps
             if step % config.log_every == 0 or last:
@@ -312,6 +297,37 @@ class Trainer:
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, **summary, "train_seconds": seconds}
         record["warnings"] = self._warnings(summary)
         return record
+
+    def _update(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, defense_params: list
+    ) -> tuple[Any, torch.Tensor]:
+        """One optimiser update on the defense's loss for ``(x, y, idx)``; returns the step's
+        output and its 0-d finiteness flag (undone in ``skip`` mode when not finite)."""
+        setup, guard = self.setup, self.guard
+        setup.optimizer.zero_grad(set_to_none=True)
+        if setup.defense_optimizer is not None:
+            setup.defense_optimizer.zero_grad(set_to_none=True)
+        guard.begin()
+        out = setup.defense.step(model, x, y, idx)
+        if setup.grad_scaler is not None:
+            setup.grad_scaler.scale(out.loss).backward()
+            average_gradients(defense_params)
+            finite = guard.finite(out.loss)
+            setup.grad_scaler.step(setup.optimizer)
+            if setup.defense_optimizer is not None:
+                setup.grad_scaler.step(setup.defense_optimizer)
+            setup.grad_scaler.update()
+        else:
+            out.loss.backward()
+            average_gradients(defense_params)
+            finite = guard.finite(out.loss)
+            setup.optimizer.step()
+            if setup.defense_optimizer is not None:
+                setup.defense_optimizer.step()
+        if out.after_update is not None:
+            out.after_update()
+        guard.commit(finite)
+        return out, finite
 
     def _stop_if_nonfinite(self, live: dict[str, Any], epoch: int) -> None:
         if not live["nonfinite_steps"] or self.guard.mode != "stop":
