@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from ades_cli.options import COMMA_LIST, EPS
+
+if TYPE_CHECKING:
+    from ades_core.distributed import DistributedContext
 
 _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, TypeError, FileNotFoundError, ImportError)
 
@@ -109,7 +113,52 @@ def eval_command(
     Example:
       ades eval runs/ades --attack pgd20,cw,autoattack --eps 8/255 --n 1000 \\
                 --eps-sweep 4/255,6/255,8/255,10/255 --plot runs/ades/sweep.png
+
+    \b
+    On several GPUs (the test set is sharded over the ranks; the numbers are
+    those of one process; rank 0 writes the report; see docs/distributed.md):
+      torchrun --nproc-per-node 8 -m ades_cli eval runs/ades --attack pgd20,cw,autoattack
     """
+    from ades_core.distributed import init_from_env, shutdown
+
+    if plot_path is not None and not eps_sweep:
+        raise click.UsageError("--plot needs --eps-sweep (the plot shows robust accuracy against eps)")
+    try:
+        dist = init_from_env(device)
+    except _USER_ERRORS as exc:
+        raise _fail(exc) from None
+    try:
+        _evaluate_and_report(
+            dist, model_path, attacks=attacks, eps=eps, eps_sweep=eps_sweep, n=n, batch_size=batch_size,
+            device=device, seed=seed, dataset=dataset, data_dir=data_dir, image_size=image_size, checks=checks,
+            check_n=check_n, out=out, plot_path=plot_path, threads=threads, quiet=quiet,
+        )
+    finally:
+        shutdown()
+
+
+def _evaluate_and_report(
+    dist: DistributedContext | None,
+    model_path: Path,
+    *,
+    attacks: tuple[str, ...],
+    eps: float,
+    eps_sweep: tuple[float, ...] | None,
+    n: int | None,
+    batch_size: int,
+    device: str,
+    seed: int,
+    dataset: str | None,
+    data_dir: Path | None,
+    image_size: int | None,
+    checks: bool,
+    check_n: int,
+    out: Path | None,
+    plot_path: Path | None,
+    threads: int | None,
+    quiet: bool,
+) -> None:
+    """``ades eval`` on every rank (``dist``: the torchrun context or ``None``); rank 0 writes and prints."""
     from ades_core import load_model
     from ades_core.builder import resolve_device
     from ades_core.config import format_eps
@@ -118,9 +167,8 @@ def eval_command(
         resolve_attacks, series_from_report, write_report,
     )
 
-    if plot_path is not None and not eps_sweep:
-        raise click.UsageError("--plot needs --eps-sweep (the plot shows robust accuracy against eps)")
-    console = Console(stderr=True, quiet=quiet)
+    main_rank = dist is None or dist.is_main
+    console = Console(stderr=True, quiet=quiet or not main_rank)
     if threads is not None:
         import torch
 
@@ -129,17 +177,19 @@ def eval_command(
         specs = resolve_attacks(attacks)
         for spec in specs:  # fail on a missing optional dependency before loading anything
             spec.build()
-        torch_device = resolve_device(device)
+        torch_device = resolve_device(device) if dist is None else dist.device
         info = describe_run(model_path)
         source = load_test_data(info, dataset=dataset, data_dir=data_dir, n=n, seed=seed, image_size=image_size)
         model = load_model(info.model_file, device=torch_device)
     except _USER_ERRORS as exc:
         raise _fail(exc) from None
 
+    world_size = 1 if dist is None else dist.world_size
     console.print(
         f"[bold]ades eval[/bold] {info.model_file} ({info.defense or 'model'}, {info.backbone or '?'}) on "
         f"{source.n} {source.dataset} test images, eps {format_eps(eps)}, attacks {', '.join(s.label for s in specs)}"
-        f"{', sweep ' + ','.join(format_eps(e) for e in eps_sweep) if eps_sweep else ''}, device {torch_device}",
+        f"{', sweep ' + ','.join(format_eps(e) for e in eps_sweep) if eps_sweep else ''}, device {torch_device}"
+        f"{f' x {world_size} ranks' if world_size > 1 else ''}",
         highlight=False,
     )
     check_config = MaskingCheckConfig(n=check_n) if checks else None
@@ -156,11 +206,13 @@ def eval_command(
     try:
         result = evaluate(
             model, source.data, specs, eps, device=torch_device, batch_size=batch_size, seed=seed,
-            sweep=eps_sweep or (), checks=check_config, progress=progress, on_row=on_row,
+            sweep=eps_sweep or (), checks=check_config, progress=progress, on_row=on_row, distributed=dist,
         )
     except _USER_ERRORS as exc:
         raise _fail(exc) from None
-    payload = build_report(result, info, source, device=torch_device, batch_size=batch_size)
+    if not main_rank:
+        return  # every rank holds the same result; rank 0 alone writes and prints it
+    payload = build_report(result, info, source, device=torch_device, batch_size=batch_size, world_size=world_size)
     target = write_report(out or info.default_eval_file, payload)
 
     stdout = Console()
@@ -216,17 +268,34 @@ def compare_command(paths: tuple[Path, ...], markdown_path: Path | None, json_ou
 
 @click.command("plot")
 @click.argument("paths", metavar="RUN_DIR_OR_EVAL_JSON...", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="The PNG to write.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="FILE.png: the eps-sweep plot of evaluated runs. A folder (or none): the training "
+                   "figures of one RUN_DIR (default RUN_DIR/plots).")
 @click.option("--label", "labels", multiple=True,
-              help="Line label, once per run in order (default: defense and folder).")
+              help="Line label of the eps-sweep plot, once per run in order (default: defense and folder).")
 @click.option("--title", default=None, help="Plot title.")
-def plot_command(paths: tuple[Path, ...], out: Path, labels: tuple[str, ...], title: str | None) -> None:
-    """Plot robust accuracy against eps for one or several evaluated runs, on the same axes.
+def plot_command(paths: tuple[Path, ...], out: Path | None, labels: tuple[str, ...], title: str | None) -> None:
+    """Plot robust accuracy against eps of evaluated runs (--out FILE.png), or a training run's figures.
 
-    Each run needs an eval.json with an eps sweep (`ades eval --eps-sweep ...`).
+    \b
+    With --out FILE.png: robust accuracy against eps for one or several
+    evaluated runs, on the same axes; each needs an eval.json with an eps
+    sweep (`ades eval --eps-sweep ...`).
+    \b
+    Without --out, or with --out naming a folder: the figures of one training
+    run from its metrics.jsonl and telemetry.jsonl: training_curves.png,
+    eps_histogram.png (the budgets' distribution per epoch) and eps_vs_cues.png
+    (see docs/telemetry.md).
+    \b
+    Examples:
+      ades plot runs/pgd-at runs/ades --out sweep.png
+      ades plot runs/ades --out runs/ades/plots
     """
     from ades_core.evaluation import plot_sweeps, read_report, series_from_report
 
+    if out is None or out.suffix.lower() != ".png":
+        _plot_training_run(paths, out, labels, title)
+        return
     if labels and len(labels) != len(paths):
         raise click.UsageError(f"{len(labels)} --label values for {len(paths)} runs; give one per run or none")
     try:
@@ -237,3 +306,22 @@ def plot_command(paths: tuple[Path, ...], out: Path, labels: tuple[str, ...], ti
     except _USER_ERRORS as exc:
         raise _fail(exc) from None
     click.echo(f"plot: {out}")
+
+
+def _plot_training_run(paths: tuple[Path, ...], out: Path | None, labels: tuple[str, ...], title: str | None) -> None:
+    """``ades plot RUN_DIR [--out DIR]``: the training figures of one run."""
+    from ades_core.evaluation.training_plots import plot_training_run
+
+    if len(paths) != 1:
+        raise click.UsageError(
+            f"training figures are drawn for one RUN_DIR at a time, got {len(paths)}; "
+            "to plot the eps sweeps of evaluated runs together, pass --out FILE.png"
+        )
+    if labels:
+        raise click.UsageError("--label names the lines of the eps-sweep plot; pass --out FILE.png for it")
+    try:
+        written = plot_training_run(paths[0], out, title=title)
+    except _USER_ERRORS as exc:
+        raise _fail(exc) from None
+    for path in written:
+        click.echo(f"plot: {path}")

@@ -45,7 +45,7 @@ def _run_options(fn):
     """The options of ``ades run``; every one defaults to "not given" so presets apply."""
     options = [
         click.option("--preset", type=click.Choice(["paper", "quick"]), help="Start from a named setting; explicit options override it."),
-        click.option("--defense", help="Training method: ades, pgd-at, static-des (see `ades list`)."),
+        click.option("--defense", help="Training method: ades, pgd-at, static-des, trades, mart, mma, free-at, fast-at, iaat, cat (see `ades list`)."),
         click.option("--cue", type=COMMA_LIST, help="Comma-separated cues, e.g. grad,entropy,mcdropout."),
         click.option("--backbone", help="ades_* or any timm model name, e.g. ades_wrn34_10, ades_cnn_small."),
         click.option("--drop-rate", type=float, help="Dropout rate passed to the backbone."),
@@ -65,15 +65,37 @@ def _run_options(fn):
         click.option("--steps", type=int, help="PGD steps during training."),
         click.option("--alpha", type=EPS, help="PGD step size, e.g. 2/255."),
         click.option("--attack-loss", help="Loss the training attack maximises: ce or cw."),
-        click.option("--scheduler", help="Budget scheduler: fixed, static, mlp (default: the defense's own)."),
-        click.option("--scheduler-objective", help="How the learnable scheduler is trained: paper, allocate-max, allocate-min."),
+        click.option("--loss", help="Outer training loss of pgd-at, static-des, ades: ce, trades or mart (per-sample budgets inside TRADES/MART)."),
+        click.option("--beta", type=float, help="Weight of the TRADES/MART robustness term (default 6)."),
+        click.option("--awp/--no-awp", "awp", default=None, help="Adversarial weight perturbation (pgd-at, trades, mart, ades)."),
+        click.option("--awp-gamma", type=float, help="AWP's relative weight perturbation per layer (default 5e-3)."),
+        click.option("--awp-warmup", type=int, help="Epochs trained before AWP starts (default 0)."),
+        click.option("--fast-alpha-ratio", type=float, help="Fast-AT's FGSM step as a multiple of eps (default 1.25)."),
+        click.option("--scheduler", help="Budget scheduler: fixed, static, mlp, random (default: the defense's own)."),
+        click.option("--scheduler-objective", help="How the learnable scheduler is trained: paper, allocate-max, allocate-min, penalty, loss-target, saturating."),
         click.option("--scheduler-lr", type=float, help="Adam learning rate of the learnable scheduler."),
         click.option("--scheduler-hidden", type=int, help="Hidden width of the MLP scheduler."),
         click.option("--static-weights", help="Comma-separated weights of the static scheduler, one per cue."),
+        click.option("--scheduler-init-std", type=float, help="Std of the MLP scheduler's output-layer weights at start (default 0.01; 0: every sigma starts at 0.5)."),
+        click.option("--scheduler-grad-norm", type=click.Choice(["none", "rms"]), help="Divide the scheduler's per-sample eps gradient by its batch RMS (rms) or not (none, default)."),
+        click.option("--scheduler-target-loss", type=float, help="Loss level rho of the loss-target and saturating objectives (default: the batch median)."),
+        click.option("--scheduler-penalty", type=float, help="Weight mu of the penalty objective's pull of the mean budget to eps_min + lam/2 (default 100)."),
+        click.option("--scheduler-random-std", type=float, help="Std of sigma drawn by the random control scheduler, up to 0.2887 (default: uniform over the whole range)."),
         click.option("--mc-samples", type=int, help="Stochastic passes T of the mcdropout cue."),
         click.option("--mc-mode", type=click.Choice(["auto", "modules", "head", "features"]), help="How mcdropout samples."),
         click.option("--cue-point", type=click.Choice(["start", "clean"]), help="Cues at PGD's start point, sharing its first gradient (start), or at the clean input as the paper (clean)."),
         click.option("--mc-dropout-p", type=float, help="Feature-dropout rate of mcdropout in 'features' mode."),
+        click.option("--replays", type=int, help="free-at: replays m of each minibatch (default 8); the run makes ceil(epochs / m) passes."),
+        click.option("--mma-max-eps", type=EPS, help="mma: d_max of the hinge, margins >= it add no loss (default 32/255)."),
+        click.option("--mma-min-eps", type=EPS, help="mma: smallest radius a margin search starts from (default 0.005)."),
+        click.option("--mma-clean-weight", type=float, help="mma: weight of the clean cross-entropy (default 1/3; 0 is OMMA)."),
+        click.option("--mma-search-steps", type=int, help="mma: bisection steps of the margin search (default 10)."),
+        click.option("--iaat-warmup", type=int, help="iaat: epochs at the fixed --eps before per-sample budgets adapt (default 10)."),
+        click.option("--iaat-gamma", type=EPS, help="iaat: step of the per-sample budget per visit (default 1.9/255)."),
+        click.option("--iaat-beta", type=float, help="iaat: weight of the new budget in the running average (default 0.1)."),
+        click.option("--iaat-max-eps", type=EPS, help="iaat: upper bound of the per-sample budgets (default 1: none)."),
+        click.option("--cat-ramp", type=float, help="cat: fraction of the epochs over which eps rises to --eps (default 0.5)."),
+        click.option("--cat-steps/--no-cat-steps", "cat_steps", default=None, help="cat: also raise the PGD steps from 1 to --steps."),
         click.option("--eval-eps", type=EPS, help="Budget of the per-epoch held-out PGD check."),
         click.option("--eval-steps", type=int, help="Steps of the per-epoch held-out PGD check."),
         click.option("--eval-every", type=int, help="Evaluate every N epochs (and always after the last)."),
@@ -187,11 +209,15 @@ def _train(config: Any, out: Path, *, overwrite: bool, resume: Path | None, quie
     from ades_core.engine.trainer import Trainer
 
     console = Console(stderr=True, quiet=quiet)
-    budget = config.budget
-    if config.defense == "pgd-at":
-        budget_text = f"eps {format_eps(budget.eps)}"
-    else:
+    from ades_core.registries import DEFENSES
+
+    budget, meta = config.budget, DEFENSES.entry(config.defense).meta
+    if meta.get("budget_note"):
+        budget_text = meta["budget_note"]
+    elif meta.get("uses_cues", True):
         budget_text = f"eps in [{format_eps(budget.eps_min)}, {format_eps(budget.eps_max)}] (eps_min + lam*sigma)"
+    else:
+        budget_text = f"eps {format_eps(budget.eps)}"
     console.print(
         f"[bold]ades run[/bold] {config.defense} on {config.data.dataset} with {config.model.backbone}, "
         f"{budget_text}, PGD-{config.attack.steps} alpha {format_eps(config.attack.alpha)}, "

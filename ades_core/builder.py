@@ -15,8 +15,10 @@ plugins) and checked against their protocols once, here.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Generic, Protocol
 
+import attrs
 import torch
 
 from ades_core.config import RunConfig
@@ -39,7 +41,7 @@ from ades_core.registries import (
     SCHEDULERS,
 )
 from ades_core.registry import Registry
-from ades_core.schedulers.objectives import SchedulerObjective
+from ades_core.schedulers.objectives import SchedulerObjective, with_grad_norm
 
 
 class BuildError(ValueError):
@@ -67,6 +69,13 @@ def resolve_autocast(amp: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return None
+
+
+def training_passes(epochs: int, replays: int) -> int:
+    """Passes over the data of an ``epochs``-epoch run whose defense replays each minibatch
+    ``replays`` times (Free-AT's m): ``ceil(epochs / replays)``, so the cost in
+    forward/backward passes matches ``epochs`` ordinary epochs (100 epochs, m = 8: 13)."""
+    return max(1, math.ceil(epochs / max(1, replays)))
 
 
 def _protocol_members(protocol: type) -> list[str]:
@@ -148,7 +157,10 @@ def build_defense(
             config.scheduler.objective,
             SchedulerObjective,
             f"scheduler objective {config.scheduler.objective!r}",
+            config.scheduler,
+            budget=config.budget,
         )
+        objective = with_grad_norm(objective, config.scheduler.grad_norm)
     scheduler = _build_part(
         SCHEDULERS,
         scheduler_name,
@@ -248,7 +260,9 @@ def build(config: RunConfig) -> TrainingSetup:
     if isinstance(defense, torch.nn.Module):
         defense = defense.to(device)
     train_model = model if dist is None else _wrap_ddp(model, defense, dist)
-    optim = config.optim
+    # a defense that replays each minibatch m times (free-at) trains ceil(epochs / m) passes
+    passes = training_passes(config.optim.epochs, int(getattr(defense, "replays", 1)))
+    optim = attrs.evolve(config.optim, epochs=passes)  # the LR milestones scale with the passes
     optimizer = torch.optim.SGD(
         model.parameters(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
     )
@@ -300,6 +314,7 @@ def build(config: RunConfig) -> TrainingSetup:
         "test_size": len(data.test),
         "mean": list(data.mean),
         "std": list(data.std),
+        "epochs": passes,
     }
     if dist is not None:
         resolved |= {"world_size": dist.world_size, "backend": dist.backend, "sync_bn": config.sync_bn}
@@ -319,6 +334,7 @@ def build(config: RunConfig) -> TrainingSetup:
         train_loader=train_loader,
         test_data=data.test,
         eval_attack=eval_attack,
+        epochs=passes,
         dist=dist,
         train_model=train_model,
     )

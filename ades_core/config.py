@@ -367,8 +367,18 @@ class SchedulerOptions:
     ``hidden``: width of the MLP's hidden layer. ``weights``: the static
     scheduler's non-negative cue weights (one per cue; default equal).
     ``objective``: how a learnable scheduler is trained (see
-    :mod:`ades_core.schedulers.objectives`). ``lr``: Adam learning rate of a
-    learnable scheduler.
+    :mod:`ades_core.schedulers.objectives` and docs/scheduler.md). ``lr``: Adam
+    learning rate of a learnable scheduler. ``init_std``: std of the MLP's
+    output-layer weights at initialisation (bias 0, so sigma starts near 0.5;
+    0 starts every sigma at exactly 0.5). ``grad_norm``: ``none`` passes the
+    objective's per-sample eps gradient as it is; ``rms`` divides it by its
+    batch root-mean-square (detached), so the update's scale does not depend
+    on the loss's. ``target_loss``: the loss level rho of the ``loss-target``
+    and ``saturating`` objectives (``None``: the batch median of the
+    adversarial loss). ``penalty``: weight mu of the ``penalty`` objective's
+    quadratic pull of the mean sigma to 1/2. ``random_std``: std of sigma
+    drawn by the ``random`` control scheduler, in [0, 1/sqrt(12)] (the
+    largest: uniform over the whole budget range).
     """
 
     name: str | None = attrs.field(default=None)
@@ -378,11 +388,24 @@ class SchedulerOptions:
         default="allocate-max", validator=_registered(SCHEDULER_OBJECTIVES)
     )
     lr: float = attrs.field(default=1e-3, validator=_number_in(0.0, low_open=True))
+    init_std: float = attrs.field(default=1e-2, validator=_number_in(0.0))
+    grad_norm: str = attrs.field(default="none", validator=_in_choices("none", "rms"))
+    target_loss: float | None = attrs.field(default=None)
+    penalty: float = attrs.field(default=100.0, validator=_number_in(0.0))
+    random_std: float = attrs.field(default=1 / math.sqrt(12), validator=_number_in(0.0, 1 / math.sqrt(12)))
 
     @name.validator
     def _known(self, attribute: attrs.Attribute, value: str | None) -> None:
         if value is not None:
             _registered(SCHEDULERS)(self, attribute, value)
+
+    @target_loss.validator
+    def _loss_level(self, attribute: attrs.Attribute, value: float | None) -> None:
+        if value is not None and (not _is_number(value) or value < 0):
+            raise ConfigError(
+                attribute.name,
+                f"must be a loss level >= 0 (cross-entropy, nats) or unset for the batch median, got {value!r}",
+            )
 
     @weights.validator
     def _non_negative(self, attribute: attrs.Attribute, value: tuple[float, ...] | None) -> None:
@@ -421,11 +444,23 @@ class DefenseOptions:
 
     ``loss`` (pgd-at, static-des, ades): the outer training loss, one of
     :data:`TRAINING_LOSSES`; the inner attack maximises the matching loss
-    (CE for ``ce``, KL to the clean prediction for ``trades`` and ``mart``).
+    (the attack loss, CE, for ``ce`` and ``mart``; KL to the clean prediction
+    for ``trades``); see :mod:`ades_core.defenses.losses`.
     ``beta`` (trades, mart, and ``loss`` trades/mart): weight of the robustness term.
     ``replays`` (free-at): minibatch replays m; the run's epochs are divided by m.
-    ``awp`` (pgd-at, trades, ades): adversarial weight perturbation of relative
-    size ``awp_gamma`` per layer, from epoch ``awp_warmup`` on.
+    ``awp`` (pgd-at, trades, mart, ades): adversarial weight perturbation of relative
+    size ``awp_gamma`` per layer, from (0-based) epoch ``awp_warmup`` on.
+    ``fast_alpha_ratio`` (fast-at): the FGSM step as a multiple of eps (1.25 in Wong et al.).
+    ``mma_*`` (mma): ``mma_max_eps`` the hinge's d_max (margins >= it add no
+    loss; the search looks up to 1.05 d_max), ``mma_min_eps`` the smallest
+    radius a margin search starts from, ``mma_clean_weight`` the weight of the
+    clean CE, ``mma_search_steps`` the bisection steps.
+    ``iaat_*`` (iaat): ``iaat_warmup`` epochs at the fixed ``eps`` before the
+    per-sample budgets adapt, ``iaat_gamma`` the budget step, ``iaat_beta`` the
+    weight of the new value in the running average, ``iaat_max_eps`` the
+    budgets' upper bound (1: none, as the paper).
+    ``cat_*`` (cat): ``cat_ramp`` the fraction of the epochs over which eps
+    rises to ``eps``; ``cat_steps`` raises the PGD steps with it.
     """
 
     loss: str = attrs.field(default="ce", validator=_in_choices(*TRAINING_LOSSES))
@@ -434,6 +469,27 @@ class DefenseOptions:
     awp: bool = attrs.field(default=False, validator=_boolean)
     awp_gamma: float = attrs.field(default=5e-3, validator=_number_in(0.0, low_open=True))
     awp_warmup: int = attrs.field(default=0, validator=_int_at_least(0))
+    fast_alpha_ratio: float = attrs.field(default=1.25, validator=_number_in(0.0, low_open=True))
+    mma_max_eps: float = attrs.field(default=32 / 255, converter=EPS_FIELD)
+    mma_min_eps: float = attrs.field(default=0.005, converter=EPS_FIELD)
+    mma_clean_weight: float = attrs.field(default=1 / 3, validator=_number_in(0.0, 1.0))
+    mma_search_steps: int = attrs.field(default=10, validator=_int_at_least(1))
+    iaat_warmup: int = attrs.field(default=10, validator=_int_at_least(0))
+    iaat_gamma: float = attrs.field(default=1.9 / 255, converter=EPS_FIELD)
+    iaat_beta: float = attrs.field(default=0.1, validator=_number_in(0.0, 1.0, low_open=True))
+    iaat_max_eps: float = attrs.field(default=1.0, converter=EPS_FIELD)
+    cat_ramp: float = attrs.field(default=0.5, validator=_number_in(0.0, 1.0, low_open=True))
+    cat_steps: bool = attrs.field(default=False, validator=_boolean)
+
+    @mma_max_eps.validator
+    def _mma_margin_range(self, attribute: attrs.Attribute, value: float) -> None:
+        if value <= 0:
+            raise ConfigError(attribute.name, "must be a positive budget (d_max), got 0")
+        if not 0 < self.mma_min_eps < value:
+            raise ConfigError(
+                "mma_min_eps",
+                f"must lie in (0, mma_max_eps = {format_eps(value)}), got {self.mma_min_eps:.4g}",
+            )
 
 
 @attrs.frozen(kw_only=True)

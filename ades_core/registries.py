@@ -12,13 +12,14 @@ CUES: Registry = Registry("cue", "ades.cues")
 """name -> ``factory(options: CueOptions) -> CueExtractor``."""
 
 SCHEDULERS: Registry = Registry("scheduler", "ades.schedulers")
-"""name -> ``factory(options: SchedulerOptions, num_cues: int) -> Scheduler``."""
+"""name -> ``factory(options: SchedulerOptions, *, num_cues: int, budget: BudgetConfig,
+allocation: str) -> Scheduler`` (``allocation``: ``free`` or ``mean``, from the objective)."""
 
 SCHEDULER_OBJECTIVES: Registry = Registry("scheduler objective", "ades.scheduler_objectives")
-"""name -> ``factory() -> SchedulerObjective`` (how a learnable scheduler is trained)."""
+"""name -> ``factory(options: SchedulerOptions, *, budget: BudgetConfig) -> SchedulerObjective`` (how a learnable scheduler is trained)."""
 
 ATTACKS: Registry = Registry("attack", "ades.attacks")
-"""name -> ``factory(options: AttackOptions) -> BudgetedAttack``."""
+"""name -> ``factory(options: AttackOptions, *, autocast_dtype: torch.dtype | None) -> BudgetedAttack``."""
 
 ATTACK_LOSSES: Registry = Registry("attack loss")
 """name -> ``loss(logits (B, K), y (B,)) -> (B,)`` per-sample loss to maximise."""

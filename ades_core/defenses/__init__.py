@@ -2,15 +2,19 @@
 
 Registry metadata: ``scheduler`` (the scheduler used unless the config names
 one), ``uses_cues`` (whether cues are computed), ``learnable`` (whether the
-scheduler must be learnable).
+scheduler must be learnable), ``takes_loss`` (accepts ``DefenseOptions.loss``),
+``loss`` (the outer loss it fixes), ``awp`` (combines with AWP); see
+:func:`check_defense_options`.
 """
 
 from ades_core.defenses.budgeted import (
     BudgetedAdversarialTraining,
     DefenseParts,
     budgeted_defense,
+    check_defense_options,
     envelope_input,
 )
+from ades_core.defenses.fast_at import fast_at_defense
 from ades_core.registries import DEFENSES
 
 DEFENSES.register(
@@ -20,6 +24,8 @@ DEFENSES.register(
     paper="Madry et al., ICLR 2018",
     scheduler="fixed",
     uses_cues=False,
+    takes_loss=True,
+    awp=True,
 )
 DEFENSES.register(
     "static-des",
@@ -28,6 +34,7 @@ DEFENSES.register(
     paper="ADES paper (ablation baseline)",
     scheduler="static",
     uses_cues=True,
+    takes_loss=True,
 )
 DEFENSES.register(
     "ades",
@@ -37,6 +44,86 @@ DEFENSES.register(
     scheduler="mlp",
     uses_cues=True,
     learnable=True,
+    takes_loss=True,
+    awp=True,
+)
+DEFENSES.register(
+    "trades",
+    budgeted_defense("trades", loss="trades"),
+    description="clean CE + beta * KL(p(x) || p(x_adv)), KL-maximising PGD, fixed eps (--beta)",
+    paper="Zhang et al., ICML 2019 (TRADES)",
+    scheduler="fixed",
+    uses_cues=False,
+    loss="trades",
+    awp=True,
+)
+DEFENSES.register(
+    "mart",
+    budgeted_defense("mart", loss="mart"),
+    description="boosted CE on x_adv + beta * KL weighted by 1 - p_y(x), fixed eps (--beta)",
+    paper="Wang et al., ICLR 2020 (MART)",
+    scheduler="fixed",
+    uses_cues=False,
+    loss="mart",
+    awp=True,
+)
+DEFENSES.register(
+    "fast-at",
+    fast_at_defense,
+    description="FGSM from a uniform random start, step 1.25 eps, fixed eps: one gradient per attack",
+    paper="Wong, Rice, Kolter, ICLR 2020 (Fast is better than free)",
+    scheduler="fixed",
+    uses_cues=False,
 )
 
-__all__ = ["BudgetedAdversarialTraining", "DefenseParts", "budgeted_defense", "envelope_input"]
+__all__ = [
+    "BudgetedAdversarialTraining",
+    "DefenseParts",
+    "budgeted_defense",
+    "check_defense_options",
+    "envelope_input",
+    "fast_at_defense",
+]
+
+# ---------------------------------------------------------------- free-at, mma, iaat, cat
+# (their own loops; per-sample state in registered buffers, see docs/defenses.md)
+from ades_core.defenses.curriculum import cat_defense  # noqa: E402
+from ades_core.defenses.free_at import free_at_defense  # noqa: E402
+from ades_core.defenses.iaat import iaat_defense  # noqa: E402
+from ades_core.defenses.mma import mma_defense  # noqa: E402
+
+DEFENSES.register(
+    "free-at",
+    free_at_defense,
+    description="each minibatch replayed m times (--replays), FGSM delta carried across replays and batches; epochs / m",
+    paper="Shafahi et al., NeurIPS 2019 (Adversarial training for free!)",
+    scheduler="fixed",
+    uses_cues=False,
+)
+DEFENSES.register(
+    "mma",
+    mma_defense,
+    description="trains each correct sample at its margin found by AN-PGD + bisection (hinge at --mma-max-eps)",
+    paper="Ding, Sharma, Lui, Huang, ICLR 2020 (MMA training)",
+    scheduler="fixed",
+    uses_cues=False,
+    budget_note="per-sample eps at each sample's margin, capped by --mma-max-eps",
+)
+DEFENSES.register(
+    "iaat",
+    iaat_defense,
+    description="per-sample eps kept across epochs, moved by +-gamma as the sample resists or breaks",
+    paper="Balaji, Goldstein, Hoffman, arXiv:1910.08051 (Instance adaptive AT)",
+    scheduler="fixed",
+    uses_cues=False,
+    budget_note="per-sample eps adapted across epochs by IAAT's rule",
+)
+DEFENSES.register(
+    "cat",
+    cat_defense,
+    description="curriculum: eps (and with --cat-steps the PGD steps) rises linearly over --cat-ramp of the epochs",
+    paper="Cai, Liu, Song, IJCAI 2018 (Curriculum adversarial training)",
+    scheduler="fixed",
+    uses_cues=False,
+    budget_note="eps ramped up to --eps over the first --cat-ramp of training",
+)

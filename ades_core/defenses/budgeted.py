@@ -1,8 +1,11 @@
-"""Adversarial training with per-sample budgets: PGD-AT, Static-DES and ADES.
+"""Adversarial training with per-sample budgets: PGD-AT, Static-DES and ADES (and TRADES, MART).
 
 The three differ only in their parts: PGD-AT has no cues and a fixed budget,
 Static-DES a fixed weighted mean of the cues, ADES a learnable MLP trained with
-a scheduler objective through the envelope-theorem gradient.
+a scheduler objective through the envelope-theorem gradient. Each trains on an
+outer loss of :mod:`ades_core.defenses.losses` (``ce``, ``trades``, ``mart``);
+TRADES and MART are PGD-AT's fixed budget with their loss. Any of them may add
+adversarial weight perturbation (:mod:`ades_core.defenses.awp`).
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ from collections.abc import Sequence
 import attrs
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from ades_core.config import AttackOptions, BudgetConfig, DefenseOptions
+from ades_core.config import AttackOptions, BudgetConfig, ConfigError, DefenseOptions
 from ades_core.cues import extract_cues
+from ades_core.defenses.awp import AppliedPerturbation, WeightPerturbation
+from ades_core.defenses.losses import TrainingLoss, training_loss
 from ades_core.distributed import unwrap_model
 from ades_core.model_mode import autocast_for, eval_mode
 from ades_core.protocols import BudgetedAttack, CueContext, CueExtractor, Scheduler, StepOutput
-from ades_core.schedulers.objectives import SchedulerObjective
+from ades_core.registries import DEFENSES
+from ades_core.schedulers.objectives import SchedulerObjective, attach_objective
 
 
 @attrs.frozen(kw_only=True)
@@ -70,12 +75,21 @@ def envelope_input(x: Tensor, x_adv: Tensor, eps: Tensor) -> Tensor:
 
 
 class BudgetedAdversarialTraining(nn.Module):
-    """Cues -> scheduler -> per-sample budgets -> attack -> cross-entropy on ``x_adv``.
+    """Cues -> scheduler -> per-sample budgets -> attack -> outer loss on ``x_adv`` (and ``x``).
 
-    The model loss is ``mean_i CE(f(x_adv_i), y_i)``. When the scheduler is
-    learnable and an objective is given, the same backward pass also gives the
-    scheduler ``w_i * dL/d eps_i * d eps_i/d theta`` (``w_i`` from the
-    objective), and the model's own gradients are unchanged by it.
+    The model loss is ``mean_i L_i`` with ``L_i`` the outer loss
+    (:mod:`ades_core.defenses.losses`): ``CE(f(x_adv_i), y_i)`` for ``ce``,
+    TRADES's or MART's for ``trades``/``mart``, whose inner attacks use the
+    same per-sample balls ``eps_i``. When the scheduler is learnable and an
+    objective is given, the same backward pass also gives the scheduler
+    ``w_i * dL_i/d eps_i * d eps_i/d theta`` (``w_i`` from the objective)
+    through the adversarial input (:func:`envelope_input`), and the model's own
+    gradients are unchanged by it.
+
+    With AWP (``parts.options.awp``), after the attack the weights are moved
+    to ``w + v`` (:class:`~ades_core.defenses.awp.WeightPerturbation`), the
+    loss is taken there, and ``StepOutput.after_update`` removes ``v`` once the
+    optimiser has stepped.
 
     Where the cues are evaluated (``cue_point``):
 
@@ -90,16 +104,27 @@ class BudgetedAdversarialTraining(nn.Module):
       extra forward/backward per batch.
     """
 
-    def __init__(self, name: str, parts: DefenseParts) -> None:
+    def __init__(self, name: str, parts: DefenseParts, *, loss: str | None = None) -> None:
+        """``loss``: the outer loss (``ce``, ``trades``, ``mart``); ``None`` takes ``parts.options.loss``."""
         super().__init__()
         self.name = name
         self.cue_extractors = tuple(parts.cues)
         self.scheduler = parts.scheduler
-        self.attack = parts.attack
+        self.training_loss: TrainingLoss = training_loss(loss or parts.options.loss)
+        self.beta = float(parts.options.beta)
+        self.attack = self.training_loss.inner_attack(parts.attack)
         self.objective = parts.objective
         self.autocast_dtype = parts.autocast_dtype
-        self.shares_start = parts.cue_point == "start" and getattr(parts.attack, "accepts_start", False)
-        self.shares_gradient = self.shares_start and getattr(parts.attack, "loss_name", None) == "ce"
+        self.awp = (
+            WeightPerturbation(parts.options.awp_gamma, parts.options.awp_warmup) if parts.options.awp else None
+        )
+        self.shares_start = parts.cue_point == "start" and getattr(self.attack, "accepts_start", False)
+        self.shares_gradient = self.shares_start and getattr(self.attack, "loss_name", None) == "ce"
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Before each epoch (0-based ``epoch`` of ``epochs``): switches AWP on after its warm-up."""
+        if self.awp is not None:
+            self.awp.start_epoch(epoch, epochs)
 
     def step(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor) -> StepOutput:
         """One batch's loss. ``model`` may be a ``DistributedDataParallel`` wrapper: only the
@@ -111,30 +136,60 @@ class BudgetedAdversarialTraining(nn.Module):
         cues = extract_cues(self.cue_extractors, ctx)
         budget = self.scheduler(cues)
         eps = budget.eps
+        outer = self.training_loss
+        clean_logits = self._clean_logits(ctx, x)  # eval mode, before any weight perturbation
+        target = outer.attack_target(y, clean_logits)
         if start is None:
-            x_adv = self.attack(model, x, y, eps.detach())
+            x_adv = self.attack(model, x, target, eps.detach())
         else:
             first_grad = ctx.input_grad if self.shares_gradient and ctx.has_logits else None
-            x_adv = self.attack(model, x, y, eps.detach(), start=start, start_grad=first_grad)
+            x_adv = self.attack(model, x, target, eps.detach(), start=start, start_grad=first_grad)
+        perturbation = self._perturb_weights(model, x, x_adv, y) if self._awp_on() else None
         learn_schedule = self.objective is not None and eps.requires_grad
         model_input = envelope_input(x, x_adv, eps) if learn_schedule else x_adv
         with autocast_for(x, self.autocast_dtype):
+            logits_nat = train_model(x) if outer.uses_clean else None
             logits = train_model(model_input)
-        per_sample = F.cross_entropy(logits.float(), y, reduction="none")
+        per_sample = outer.per_sample(
+            logits.float(), y, None if logits_nat is None else logits_nat.float(), self.beta
+        )
         if learn_schedule:
-            weight = self.objective.eps_grad_weight(per_sample.detach())
-            eps.register_hook(lambda grad: grad * weight)
+            attach_objective(self.objective, eps, per_sample)
         return StepOutput(
             loss=per_sample.mean(),
             logits_adv=logits.detach().float(),
             budget=budget.detach(),
-            logits_clean=self._clean_logits(ctx, x),
+            logits_clean=clean_logits,
             cues=cues if cues.values.shape[1] else None,
+            after_update=None if perturbation is None else perturbation.restore,
         )
 
+    def _awp_on(self) -> bool:
+        return self.awp is not None and self.awp.active
+
+    def _perturb_weights(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> AppliedPerturbation:
+        """AWP: add ``v`` from one ascent step of the outer loss (on a proxy) to ``model``'s weights."""
+        outer = self.training_loss
+
+        def loss_of(net: nn.Module) -> Tensor:
+            with autocast_for(x, self.autocast_dtype):
+                logits_nat = net(x) if outer.uses_clean else None
+                logits = net(x_adv)
+            nat = None if logits_nat is None else logits_nat.float()
+            return outer.per_sample(logits.float(), y, nat, self.beta).mean()
+
+        return self.awp.perturb(model, loss_of)
+
     def _start_point(self, x: Tensor) -> Tensor:
-        """``clip(x + eps_min * u, 0, 1)``, ``u ~ U[-1, 1]``: inside every sample's ball."""
-        return (x + (torch.rand_like(x) * 2 - 1) * self.scheduler.eps_min).clamp_(0.0, 1.0)
+        """The attack's random start in the smallest ball every sample shares, clipped to [0, 1].
+
+        ``clip(x + eps_min * u, 0, 1)``, ``u ~ U[-1, 1]``, for PGD's uniform start;
+        ``clip(x + 0.001 * N(0, 1), 0, 1)`` for TRADES's and MART's start.
+        """
+        draw = getattr(self.attack, "draw_start", None)
+        if draw is None:
+            return (x + (torch.rand_like(x) * 2 - 1) * self.scheduler.eps_min).clamp_(0.0, 1.0)
+        return draw(x, self.scheduler.eps_min)
 
     @staticmethod
     def _clean_logits(ctx: CueContext, x: Tensor) -> Tensor:
@@ -145,8 +200,38 @@ class BudgetedAdversarialTraining(nn.Module):
             return ctx.model(x).float()
 
 
-def budgeted_defense(name: str):
+def check_defense_options(defense: str, options: DefenseOptions) -> None:
+    """Refuse settings that ``defense`` would ignore, from its ``DEFENSES`` metadata.
+
+    ``loss`` other than ``ce`` needs a defense with meta ``takes_loss`` (or one
+    whose own ``loss`` it is); ``awp`` needs meta ``awp``.
+
+    Raises:
+        ConfigError: one line naming the field and the defenses that accept it.
+    """
+    meta = DEFENSES.entry(defense).meta
+    own_loss = meta.get("loss")
+    if options.loss != "ce" and options.loss != own_loss and not meta.get("takes_loss", False):
+        takers = [n for n in DEFENSES.names() if DEFENSES.entry(n).meta.get("takes_loss")]
+        has_own = f" (it trains on its own loss, {own_loss})" if own_loss else ""
+        raise ConfigError(
+            "defense_options.loss",
+            f"loss {options.loss!r} does not apply to defense {defense!r}{has_own}; "
+            f"it applies to: {', '.join(takers)}",
+        )
+    if options.awp and not meta.get("awp", False):
+        takers = [n for n in DEFENSES.names() if DEFENSES.entry(n).meta.get("awp")]
+        raise ConfigError(
+            "defense_options.awp",
+            f"AWP does not combine with defense {defense!r}; it combines with: {', '.join(takers)}",
+        )
+
+
+def budgeted_defense(name: str, *, loss: str | None = None):
+    """The ``DEFENSES`` factory of a budgeted defense; ``loss`` fixes its outer loss (trades, mart)."""
+
     def factory(parts: DefenseParts) -> BudgetedAdversarialTraining:
-        return BudgetedAdversarialTraining(name, parts)
+        check_defense_options(name, parts.options)
+        return BudgetedAdversarialTraining(name, parts, loss=loss)
 
     return factory

@@ -4,6 +4,7 @@ Run folder (``out``)::
 
     config.json          the resolved config (and what the builder chose)
     metrics.jsonl        one JSON object per finished epoch
+    telemetry.jsonl      one JSON object per finished epoch: the budgets' distribution (telemetry.py)
     model.safetensors    the model weights, with the config in the metadata
     defense.safetensors  the defense's own state (a learnable scheduler), if any
     checkpoint/          the resumable training state (see training_state.py)
@@ -31,7 +32,8 @@ from ades_core.engine.training_state import STATE_DIR, remove_training_state
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 DEFENSE_FILE = "defense.safetensors"
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, MODEL_FILE, DEFENSE_FILE, STATE_DIR)
+TELEMETRY_FILE = "telemetry.jsonl"
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, TELEMETRY_FILE, MODEL_FILE, DEFENSE_FILE, STATE_DIR)
 
 RESUMABLE_FIELDS: tuple[str, ...] = (
     "device",
@@ -216,7 +218,7 @@ def clear_run(out: Path) -> None:
     """
     out = Path(out)
     remove_training_state(out)
-    for name in (METRICS_FILE, MODEL_FILE, DEFENSE_FILE, CONFIG_FILE):
+    for name in (METRICS_FILE, TELEMETRY_FILE, MODEL_FILE, DEFENSE_FILE, CONFIG_FILE):
         (out / name).unlink(missing_ok=True)
     if out.is_dir():
         fsync_dir(out)
@@ -229,6 +231,7 @@ __all__ = [
     "RESUMABLE_FIELDS",
     "ResumeConflictError",
     "RunFolderError",
+    "TELEMETRY_FILE",
     "check_new_run",
     "check_same_data",
     "clear_run",

@@ -32,6 +32,10 @@ class TrainingSetup:
         train_model: what the training forward runs: ``model`` in
             ``DistributedDataParallel`` under ``torchrun``, else ``model`` itself
             (``None`` at construction means ``model``).
+        epochs: passes over the training data: ``config.optim.epochs``, divided
+            by the defense's ``replays`` for a replaying defense (Free-AT); the
+            LR schedule's milestones are fractions of it (``None`` at
+            construction means ``config.optim.epochs``).
     """
 
     config: RunConfig
@@ -50,13 +54,16 @@ class TrainingSetup:
     eval_attack: BudgetedAttack
     dist: DistributedContext | None = None
     train_model: nn.Module | None = None
+    epochs: int | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.train_model is None:
             self.train_model = self.model
+        if self.epochs is None:
+            self.epochs = self.config.optim.epochs
 
     def fit(self, out: str | Path, **kwargs: Any) -> list[dict[str, Any]]:
-        """Train for ``config.optim.epochs`` epochs, writing the run folder ``out``.
+        """Train for ``epochs`` passes over the data, writing the run folder ``out``.
 
         ``kwargs`` go to :class:`~ades_core.engine.trainer.Trainer`: ``progress``,
         ``overwrite``, and ``resume=True`` to continue the run already in ``out``

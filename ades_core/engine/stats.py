@@ -19,6 +19,7 @@ _FIELDS = (
     "eps_sq_sum",
     "sigma_sum",
     "sigma_n",
+    "clean_n",
     "nonfinite_steps",
 )
 
@@ -27,7 +28,8 @@ class EpochStats:
     """Sums over the batches of one epoch, as one float64 device tensor.
 
     ``update`` queues device ops only; ``read`` synchronises once and returns
-    plain floats: loss, accuracies in [0, 1], eps mean/std/min/max in [0, 1]
+    plain floats: loss, accuracies in [0, 1] (the clean one ``None`` when the
+    defense reported no clean logits, as Free-AT), eps mean/std/min/max in [0, 1]
     pixel scale, mean sigma (NaN when the budget has no sigma), and the count
     and first step number (1-based) of the steps whose loss or gradient was
     not finite. Those steps add nothing to the other sums.
@@ -75,6 +77,7 @@ class EpochStats:
                 (eps * eps).sum(),
                 sigma.double().sum() if sigma is not None else eps.new_zeros(()),
                 eps.new_full((), float(sigma.numel())) if sigma is not None else eps.new_zeros(()),
+                eps.new_full((), float(y.shape[0] if out.logits_clean is not None else 0)),
             ]
         )
         if finite is None:
@@ -111,7 +114,7 @@ class EpochStats:
         return {
             "samples": int(named["n"]),
             "train_loss": named["loss_sum"] / n,
-            "train_clean_acc": named["clean_correct"] / n,
+            "train_clean_acc": named["clean_correct"] / named["clean_n"] if named["clean_n"] else None,
             "train_adv_acc": named["adv_correct"] / n,
             "eps_mean": eps_mean,
             "eps_std": math.sqrt(variance),

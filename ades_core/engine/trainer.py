@@ -51,6 +51,7 @@ from ades_core.engine.run_folder import (
 from ades_core.engine.run_state import FINITE_PARTS, Position, ResumePoint, capture_state, restore_state
 from ades_core.engine.setup import TrainingSetup
 from ades_core.engine.stats import EpochStats
+from ades_core.engine.telemetry import BudgetTelemetry, keep_finished_epochs
 from ades_core.engine.training_state import (
     STATE_DIR,
     TrainingStateError,
@@ -127,6 +128,7 @@ class Trainer:
         self.global_step = 0
         self.last_saved: Position | None = None
         self.out = Path(".")
+        self.telemetry = BudgetTelemetry.for_setup(setup)
         config = setup.config
         self.guard = StepGuard(
             config.on_nonfinite,
@@ -162,6 +164,8 @@ class Trainer:
         check_same_data(out, self.setup.resolved)
         state = load_training_state(out)
         point = restore_state(self.setup, state) if state is not None else None
+        if state is not None and state.get("telemetry") is not None:  # absent: states from before telemetry
+            self.telemetry.load_state_dict(state["telemetry"])
         if point is None and (out / METRICS_FILE).is_file() and (out / METRICS_FILE).stat().st_size:
             raise RunFolderError(
                 f"{out} holds finished epochs but no training state ({STATE_DIR}/ is missing); "
@@ -171,6 +175,7 @@ class Trainer:
         history = point.history if point is not None else []
         text = "".join(_jsonl_line(record) for record in history)
         atomic_write(out / METRICS_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        keep_finished_epochs(out, len(history))
         return point
 
     def _save_files(self, out: Path) -> None:
@@ -184,6 +189,7 @@ class Trainer:
 
     def _checkpoint(self, position: Position, stats: EpochStats | None, seconds: float) -> None:
         """Write the training state at ``position`` (callers have checked the non-finite flag)."""
+        telemetry = self.telemetry.state_dict()  # under torchrun a collective: every rank takes part
         if self.dist is not None:
             if stats is not None:  # the global sums (a collective: every rank takes part)
                 snapshot = EpochStats(self.setup.device)
@@ -193,6 +199,7 @@ class Trainer:
                 self.last_saved = position
                 return
         state = capture_state(self.setup, position, self.history, stats, seconds)
+        state["telemetry"] = telemetry
         try:
             save_training_state(self.out, state, finite=FINITE_PARTS)
         except OSError as exc:  # a full disk, a vanished mount: say so, keep the previous state
@@ -209,7 +216,14 @@ class Trainer:
         self.out = out = Path(out)
         point = self._start(out)
         setup = self.setup
-        epochs = setup.config.optim.epochs
+        epochs = setup.epochs
+        if epochs != setup.config.optim.epochs:
+            self.console.print(
+                f"{setup.defense.name} replays each minibatch {getattr(setup.defense, 'replays', 1)} "
+                f"times: {epochs} pass{'es' if epochs != 1 else ''} over the data for --epochs "
+                f"{setup.config.optim.epochs}",
+                highlight=False,
+            )
         first_epoch = 0
         if point is not None:
             self.history = list(point.history)
@@ -238,6 +252,7 @@ class Trainer:
                 self.history.append(record)
                 if self.is_main:
                     append_jsonl(out / METRICS_FILE, record)
+                    self.telemetry.write(out)
                 self._save_files(out)
                 self._checkpoint(Position(epoch + 1, 0, self.global_step), None, 0.0)
                 self._report(record)
@@ -256,7 +271,7 @@ class Trainer:
         replays = int(getattr(defense, "replays", 1))
         start_epoch = getattr(defense, "start_epoch", None)
         if start_epoch is not None:
-            start_epoch(epoch, config.optim.epochs)
+            start_epoch(epoch, setup.epochs)
         stats = EpochStats(setup.device)
         done, seconds_before = 0, 0.0
         if resumed is not None and resumed.position.step:
@@ -264,7 +279,7 @@ class Trainer:
             stats.load_state_dict(resumed.epoch_stats)
         lr = setup.optimizer.param_groups[0]["lr"]
         steps = len(loader)
-        phase = f"epoch {epoch + 1}/{config.optim.epochs}"
+        phase = f"epoch {epoch + 1}/{setup.epochs}"
         task = bar.add_task("", total=steps, completed=done, phase=phase)
         model.train()
         start = time.perf_counter()
@@ -274,6 +289,7 @@ class Trainer:
             for _ in range(replays):
                 out, finite = self._update(model, x, y, idx, defense_params)
                 stats.update(out, y, finite, step)
+                self.telemetry.update(out, idx, finite)
             self.global_step += 1
             last = step == steps
             if step % config.log_every == 0 or last:
@@ -294,6 +310,7 @@ class Trainer:
         setup.lr_schedule.step()
         bar.remove_task(task)
         summary = stats.read()
+        self.telemetry.end_epoch(epoch)  # under torchrun a collective, like stats.read()
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, **summary, "train_seconds": seconds}
         record["warnings"] = self._warnings(summary)
         return record
@@ -345,7 +362,7 @@ class Trainer:
 
     def _log(self, bar: Progress, task: Any, step: int, live: dict[str, Any]) -> None:
         text = (
-            f"loss {live['train_loss']:.3f}  clean {100 * live['train_clean_acc']:.1f}%  "
+            f"loss {live['train_loss']:.3f}  clean {_percent(live['train_clean_acc'])}  "
             f"adv {100 * live['train_adv_acc']:.1f}%  eps {255 * live['eps_mean']:.2f}"
             f"±{255 * live['eps_std']:.2f}/255"
         )
@@ -368,12 +385,13 @@ class Trainer:
                 f"scheduler saturated: mean sigma {sigma:.3f} this epoch (eps mean "
                 f"{format_eps(summary['eps_mean'])}); the learned budget has collapsed to a bound"
             )
+        warnings += self.telemetry.warnings()
         return warnings
 
     def _evaluate(self, epoch: int, bar: Progress) -> dict[str, Any]:
         setup = self.setup
         cfg = setup.config.eval
-        last = epoch + 1 == setup.config.optim.epochs
+        last = epoch + 1 == setup.epochs
         if not (last or (epoch + 1) % cfg.every == 0):
             return {"test_clean_acc": None, "test_pgd_acc": None}
         task = bar.add_task("", total=None, phase=f"eval PGD-{cfg.steps} @ {format_eps(cfg.eps)}")
@@ -400,7 +418,7 @@ class Trainer:
 
     def _report(self, r: dict[str, Any]) -> None:
         line = (
-            f"epoch {r['epoch']}: loss {r['train_loss']:.3f}  train clean {100 * r['train_clean_acc']:.1f}%"
+            f"epoch {r['epoch']}: loss {r['train_loss']:.3f}  train clean {_percent(r['train_clean_acc'])}"
             f"  adv {100 * r['train_adv_acc']:.1f}%  eps {255 * r['eps_mean']:.2f}±{255 * r['eps_std']:.2f}/255"
             f" [{255 * r['eps_min']:.2f}, {255 * r['eps_max']:.2f}]  {r['train_seconds']:.1f}s"
         )
@@ -412,6 +430,11 @@ class Trainer:
         self.console.print(line, highlight=False)
         for warning in r["warnings"]:
             self.console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+
+
+def _percent(fraction: float | None) -> str:
+    """``12.3%``, or ``n/a`` for a metric the defense does not report."""
+    return "n/a" if fraction is None else f"{100 * fraction:.1f}%"
 
 
 def _jsonl_line(record: dict[str, Any]) -> str:

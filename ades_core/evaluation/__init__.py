@@ -4,6 +4,7 @@ gradient-masking checks, ``eval.json`` reports, sweep plots and comparison table
 Where things live:
     specs.py    evaluation attack names (pgd20, cw, fgsm, autoattack, square) -> AttackSpec
     runner.py   per-sample clean / attacked correctness over a split (only clean-correct attacked)
+    sharding.py under torchrun: whole batches per rank, per-batch seeds from global indices, merged flags
     suite.py    evaluate(): the attacks, the worst-case row, the sweep, the checks -> EvalResult
     masking.py  the four gradient-masking checks and their tolerances
     sources.py  model file, run config and the test split it was trained for

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from ades_core.attacks.autoattack import Square, torchattacks_available
 from ades_core.config import format_eps
 from ades_core.data import ImageTensors
+from ades_core.distributed import DistributedContext
 from ades_core.evaluation.runner import Outcome, attack_outcome
 from ades_core.evaluation.specs import DEFAULT_ALPHA, pgd_spec
 
@@ -202,6 +203,7 @@ def run_masking_checks(
     autocast_dtype: torch.dtype | None = None,
     sweep: tuple[Sequence[float], Sequence[float], int] | None = None,
     progress: Callable[[str], None] | None = None,
+    distributed: DistributedContext | None = None,
 ) -> list[CheckResult]:
     """Run the four checks on the first ``config.n`` samples of ``data``.
 
@@ -210,6 +212,8 @@ def run_masking_checks(
         sweep: ``(eps values, robust accuracies, n)`` of an eps sweep already
             run on the whole set, checked for monotonicity too.
         progress: called with a short description before each attack run.
+        distributed: this rank's context under ``torchrun``: every attack run
+            is sharded over the ranks and every rank returns the same checks.
 
     The black-box check is skipped (reported as passed with a note) when
     torchattacks is not installed.
@@ -225,7 +229,7 @@ def run_masking_checks(
         say(f"check: PGD-{spec_steps} at {format_eps(budget)} on {count}")
         return attack_outcome(
             model, subset, attack, budget, clean=clean, batch_size=batch_size, device=device,
-            seed=seed, autocast_dtype=autocast_dtype,
+            seed=seed, autocast_dtype=autocast_dtype, distributed=distributed,
         )
 
     ladder = sorted({min(1.0, f * eps) for f in config.ladder if f * eps > 0} | {config.large_eps})
@@ -248,6 +252,7 @@ def run_masking_checks(
         square = attack_outcome(
             model, subset, Square(n_queries=config.square_queries), eps, clean=clean,
             batch_size=batch_size, device=device, seed=seed, autocast_dtype=autocast_dtype,
+            distributed=distributed,
         )
         white = float((base.correct & more.correct).float().mean()) if count else 0.0
         results.append(check_black_box(square.accuracy, white, count, z=z))

@@ -7,7 +7,7 @@ Layout (version 1)::
       "model": "runs/x/model.safetensors", "run_dir": "runs/x" | null,
       "defense": "ades", "backbone": "ades_cnn_small",
       "dataset": {"name", "data_dir", "split": "test", "n", "subset", "subset_seed"},
-      "device": "cpu", "batch_size": 256, "versions": {...},
+      "device": "cpu", "batch_size": 256, "world_size": 1, "versions": {...},
       "n", "eps", "eps_text", "seed", "clean_acc",
       "attacks": [{"name", "eps", "eps_text", "n", "clean_acc", "robust_acc", "seconds",
                    "settings": {...}, "white_box"}, ...],
@@ -19,6 +19,8 @@ Layout (version 1)::
     }
 
 Accuracies are fractions in [0, 1]; budgets are in [0, 1] pixel scale.
+``world_size`` is the number of ``torchrun`` processes the evaluation was
+sharded over (1 alone); ``device`` is rank 0's.
 """
 
 from __future__ import annotations
@@ -51,9 +53,15 @@ def _version(dist: str) -> str | None:
 
 
 def build_report(
-    result: EvalResult, info: RunInfo, data: EvalData, *, device: torch.device, batch_size: int
+    result: EvalResult,
+    info: RunInfo,
+    data: EvalData,
+    *,
+    device: torch.device,
+    batch_size: int,
+    world_size: int = 1,
 ) -> dict[str, Any]:
-    """The ``eval.json`` payload of one evaluation."""
+    """The ``eval.json`` payload of one evaluation (``world_size``: the ranks it was sharded over)."""
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -64,6 +72,7 @@ def build_report(
         "dataset": data.describe(),
         "device": str(device),
         "batch_size": batch_size,
+        "world_size": world_size,
         "torch_threads": torch.get_num_threads(),
         "versions": {d: _version(d) for d in ("ades", "torch", "torchattacks")},
         **result.to_dict(),

@@ -6,11 +6,14 @@ as robust only if it is correct clean *and* under every attack run. Only the
 clean-correct samples are attacked (the others can never count as robust),
 which makes expensive attacks such as AutoAttack affordable on weak models.
 
-Each attack run starts from ``torch.manual_seed(seed)`` inside
+Each attacked batch starts from ``torch.manual_seed(batch_seed(seed, i))``,
+``i`` the global index of its first sample, inside
 :func:`torch.random.fork_rng` (the caller's random state is left alone), so a
-run is deterministic for its seed and independent of which attacks ran
-before it. The model is used in eval mode with every submodule's mode
-restored afterwards; no parameter, gradient or BN statistic changes.
+run is deterministic for its seed, independent of which attacks ran before it
+and of how its batches are spread over ``torchrun`` ranks (``distributed``:
+see :mod:`ades_core.evaluation.sharding`). The model is used in eval mode with
+every submodule's mode restored afterwards; no parameter, gradient or BN
+statistic changes.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from ades_core.data import DeviceLoader, ImageTensors
+from ades_core.distributed import DistributedContext
+from ades_core.evaluation.sharding import batch_seed, merge_flags, shard_range
 from ades_core.model_mode import autocast_for, eval_mode
 from ades_core.protocols import BudgetedAttack
 
@@ -70,17 +75,26 @@ def clean_correct(
     batch_size: int,
     device: torch.device,
     autocast_dtype: torch.dtype | None = None,
+    distributed: DistributedContext | None = None,
 ) -> Tensor:
-    """bool ``(N,)`` on the CPU: is each sample of ``data`` classified correctly?"""
-    loader = DeviceLoader(data, batch_size=batch_size, device=device, shuffle=False, augment=False)
-    parts = []
-    with eval_mode(model), torch.no_grad():
-        for x, y, _ in loader:
-            with autocast_for(x, autocast_dtype):
-                parts.append(model(x).argmax(dim=1) == y)
-    if not parts:
-        return torch.zeros(0, dtype=torch.bool)
-    return torch.cat(parts).cpu()
+    """bool ``(N,)`` on the CPU: is each sample of ``data`` classified correctly?
+
+    With ``distributed``, each rank predicts its contiguous share of whole
+    batches and every rank returns the flags of the whole split.
+    """
+    n = len(data)
+    start, stop = shard_range(n, batch_size, distributed)
+    correct = torch.zeros(n, dtype=torch.bool)
+    if stop > start:
+        part = data if (start, stop) == (0, n) else select(data, torch.arange(start, stop))
+        loader = DeviceLoader(part, batch_size=batch_size, device=device, shuffle=False, augment=False)
+        parts = []
+        with eval_mode(model), torch.no_grad():
+            for x, y, _ in loader:
+                with autocast_for(x, autocast_dtype):
+                    parts.append(model(x).argmax(dim=1) == y)
+        correct[start:stop] = torch.cat(parts).cpu()
+    return merge_flags(correct, distributed)
 
 
 def attack_outcome(
@@ -94,25 +108,35 @@ def attack_outcome(
     device: torch.device,
     seed: int = 0,
     autocast_dtype: torch.dtype | None = None,
+    distributed: DistributedContext | None = None,
 ) -> Outcome:
     """Which samples stay correct under ``attack`` at budget ``eps`` ([0, 1] pixel scale).
 
-    Only the samples with ``clean[i]`` True are attacked; the others are
-    reported as not robust. Deterministic for ``seed``.
+    Only the samples with ``clean[i]`` True are attacked, in batches of
+    ``batch_size`` of them in index order; the others are reported as not
+    robust. Each batch's randomness is seeded from ``seed`` and the global
+    index of its first sample, so the outcome is deterministic for ``seed``.
+    With ``distributed``, the attacked batches are split into contiguous
+    shares, one per rank, and every rank returns the outcome of the whole
+    split, equal to the single-process one.
     """
     start = time.perf_counter()
     index = clean.nonzero().squeeze(1)
+    first, stop = shard_range(len(index), batch_size, distributed)
+    mine = index[first:stop]
     correct = torch.zeros(len(data), dtype=torch.bool)
-    if len(index):
-        loader = DeviceLoader(select(data, index), batch_size=batch_size, device=device, shuffle=False, augment=False)
+    if len(mine):
+        loader = DeviceLoader(select(data, mine), batch_size=batch_size, device=device, shuffle=False, augment=False)
+        seeds = [batch_seed(seed, i) for i in mine[::batch_size].tolist()]
         parts = []
         with torch.random.fork_rng(devices=_rng_devices(device)):
-            torch.manual_seed(seed)
             with eval_mode(model):
-                for x, y, _ in loader:
+                for batch_seed_value, (x, y, _) in zip(seeds, loader, strict=True):
+                    torch.manual_seed(batch_seed_value)
                     x_adv = attack(model, x, y, eps)
                     with torch.no_grad(), autocast_for(x_adv, autocast_dtype):
                         parts.append(model(x_adv).argmax(dim=1) == y)
-        correct[index] = torch.cat(parts).cpu()
+        correct[mine] = torch.cat(parts).cpu()
+    correct = merge_flags(correct, distributed)
     _sync(device)
     return Outcome(correct=correct, seconds=time.perf_counter() - start)

@@ -10,6 +10,11 @@ after that attack; the worst-case row counts it only when it is correct clean
 and after *every* attack run. The model is never modified: it runs in eval
 mode (every submodule's mode restored afterwards), parameters receive no
 gradients, BN statistics do not move.
+
+Under ``torchrun``, pass the rank's context as ``distributed``: every pass is
+sharded over the ranks in whole batches and the per-sample results merged
+(:mod:`ades_core.evaluation.sharding`), so every rank returns the same
+:class:`EvalResult`, equal to the single-process one.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from typing import Any
 
 import attrs
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ades_core.config import format_eps
 from ades_core.data import ImageTensors
+from ades_core.distributed import DistributedContext
 from ades_core.evaluation.masking import CheckResult, MaskingCheckConfig, run_masking_checks
 from ades_core.evaluation.runner import attack_outcome, clean_correct
 from ades_core.evaluation.specs import AttackSpec, pgd_spec
@@ -53,7 +59,13 @@ class AttackRow:
 
 @attrs.frozen(kw_only=True)
 class EvalResult:
-    """What :func:`evaluate` measured. ``worst_case`` is ``None`` when no attack ran."""
+    """What :func:`evaluate` measured. ``worst_case`` is ``None`` when no attack ran.
+
+    ``per_sample`` maps ``"clean"``, each attack's label and ``"worst-case"``
+    to bool ``(N,)`` on the CPU, in the order of the evaluated split: is the
+    sample correct clean (and under that attack, or under every attack)?
+    It is not written to ``eval.json``.
+    """
 
     n: int
     eps: float
@@ -64,6 +76,7 @@ class EvalResult:
     sweep: list[AttackRow]
     checks: list[CheckResult]
     seconds: float
+    per_sample: dict[str, Tensor] = attrs.field(factory=dict, eq=False, repr=False)
 
     @property
     def warnings(self) -> list[str]:
@@ -102,6 +115,7 @@ def evaluate(
     autocast_dtype: torch.dtype | None = None,
     progress: Callable[[str], None] | None = None,
     on_row: Callable[[AttackRow], None] | None = None,
+    distributed: DistributedContext | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``data`` under ``attacks`` at ``eps``, with an optional eps sweep.
 
@@ -115,6 +129,8 @@ def evaluate(
         seed: every attack run starts from this seed: deterministic results.
         progress: called with a short text before each run (for a CLI).
         on_row: called with each row as soon as it is measured.
+        distributed: this rank's context under ``torchrun`` (every rank must
+            call :func:`evaluate` with the same arguments); ``None`` alone.
     """
     start = time.perf_counter()
     say = progress or (lambda text: None)
@@ -122,7 +138,10 @@ def evaluate(
     n = len(data)
     with eval_mode(model):
         say(f"clean predictions on {n}")
-        clean = clean_correct(model, data, batch_size=batch_size, device=device, autocast_dtype=autocast_dtype)
+        clean = clean_correct(
+            model, data, batch_size=batch_size, device=device, autocast_dtype=autocast_dtype,
+            distributed=distributed,
+        )
         clean_count = int(clean.sum())
         clean_acc = clean_count / n if n else 0.0
 
@@ -131,7 +150,7 @@ def evaluate(
             say(f"{label} at {format_eps(budget)} on {int(clean.sum())} clean-correct of {n}")
             outcome = attack_outcome(
                 model, data, attack, budget, clean=clean, batch_size=batch_size, device=device,
-                seed=seed, autocast_dtype=autocast_dtype,
+                seed=seed, autocast_dtype=autocast_dtype, distributed=distributed,
             )
             row = AttackRow(
                 name=label, eps=budget, n=n, clean_acc=clean_acc, robust_acc=outcome.accuracy,
@@ -142,10 +161,12 @@ def evaluate(
             return row, outcome.correct
 
         rows: list[AttackRow] = []
+        per_sample = {"clean": clean}
         worst = clean.clone()
         for spec in attacks:
             row, correct = run(spec, eps, spec.label)
             rows.append(row)
+            per_sample[spec.label] = correct
             worst &= correct
         worst_row = None
         if rows:
@@ -157,6 +178,7 @@ def evaluate(
                 settings={"attacks": [r.name for r in rows]},
                 white_box=all(r.white_box for r in rows),
             )
+            per_sample["worst-case"] = worst
             emit(worst_row)
 
         # A sweep point that repeats the main PGD-20 run (same seed, samples, budget) is reused.
@@ -174,8 +196,9 @@ def evaluate(
             results = run_masking_checks(
                 model, data, eps, clean=clean, config=checks, batch_size=batch_size, device=device,
                 seed=seed, autocast_dtype=autocast_dtype, sweep=sweep_points, progress=say,
+                distributed=distributed,
             )
     return EvalResult(
         n=n, eps=eps, clean_acc=clean_acc, seed=seed, attacks=rows, worst_case=worst_row,
-        sweep=sweep_rows, checks=results, seconds=time.perf_counter() - start,
+        sweep=sweep_rows, checks=results, seconds=time.perf_counter() - start, per_sample=per_sample,
     )

@@ -1,9 +1,18 @@
-"""Budget schedulers (``fixed``, ``static``, ``mlp``) and the objectives of learnable ones."""
+"""Budget schedulers (``fixed``, ``static``, ``mlp``, ``random``) and the objectives of learnable ones."""
 
-from ades_core.schedulers import fixed, mlp, objectives, static  # noqa: F401  (registration)
+from ades_core.schedulers import fixed, mlp, objectives, random, static  # noqa: F401  (registration)
 from ades_core.schedulers.fixed import FixedBudget
 from ades_core.schedulers.mlp import MLPScheduler, centre_sigma
-from ades_core.schedulers.objectives import SchedulerObjective
+from ades_core.schedulers.objectives import SchedulerObjective, attach_objective
+from ades_core.schedulers.random import RandomAllocation
 from ades_core.schedulers.static import StaticWeightedCues
 
-__all__ = ["FixedBudget", "MLPScheduler", "SchedulerObjective", "StaticWeightedCues", "centre_sigma"]
+__all__ = [
+    "FixedBudget",
+    "MLPScheduler",
+    "RandomAllocation",
+    "SchedulerObjective",
+    "StaticWeightedCues",
+    "attach_objective",
+    "centre_sigma",
+]

@@ -37,20 +37,31 @@ class MLPScheduler(nn.Module):
         allocation: ``free`` (sigma is the MLP's output; the mean budget may
             drift) or ``mean`` (:func:`centre_sigma`: the batch mean budget is
             held at ``eps_min + lam / 2`` exactly and only its allocation is learned).
-
-    The output layer starts near zero, so sigma starts at about 0.5 for every sample.
+        init_std: std of the output layer's weights at initialisation (its bias
+            starts at 0). The default 1e-2 starts sigma at about 0.5 for every
+            sample; 0 starts it at exactly 0.5; larger values start with a
+            spread (the hidden layer keeps PyTorch's default initialisation).
     """
 
     def __init__(
-        self, num_cues: int, *, hidden: int, eps_min: float, lam: float, allocation: str = "free"
+        self,
+        num_cues: int,
+        *,
+        hidden: int,
+        eps_min: float,
+        lam: float,
+        allocation: str = "free",
+        init_std: float = 1e-2,
     ) -> None:
         super().__init__()
         if num_cues < 1:
             raise ValueError("the mlp scheduler needs at least one cue (--cue)")
         if allocation not in ALLOCATIONS:
             raise ValueError(f"allocation {allocation!r} is not one of: {', '.join(ALLOCATIONS)}")
+        if not init_std >= 0:
+            raise ValueError(f"init_std must be >= 0, got {init_std}")
         self.net = nn.Sequential(nn.Linear(num_cues, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        nn.init.normal_(self.net[2].weight, std=1e-2)
+        nn.init.normal_(self.net[2].weight, std=init_std)
         nn.init.zeros_(self.net[2].bias)
         self.num_cues = num_cues
         self.allocation = allocation
@@ -76,5 +87,10 @@ def mlp_scheduler(
     options: SchedulerOptions, *, num_cues: int, budget: BudgetConfig, allocation: str
 ) -> MLPScheduler:
     return MLPScheduler(
-        num_cues, hidden=options.hidden, eps_min=budget.eps_min, lam=budget.lam, allocation=allocation
+        num_cues,
+        hidden=options.hidden,
+        eps_min=budget.eps_min,
+        lam=budget.lam,
+        allocation=allocation,
+        init_std=options.init_std,
     )

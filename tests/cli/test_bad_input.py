@@ -110,11 +110,11 @@ class Case:
 
 CASES = [
     # ---- names, each listing the known ones
-    Case("unknown defense", ["--defense", "madry"], "--defense: unknown defense 'madry'; registered: ades, pgd-at, static-des"),
+    Case("unknown defense", ["--defense", "madry"], "--defense: unknown defense 'madry'; registered: ades, "),
     Case("unknown cue", ["--cue", "grad,bogus"], "--cue: unknown cue 'bogus'; registered: "),
     Case("unknown backbone", ["--backbone", "nonexistent_net"], "--backbone: unknown backbone 'nonexistent_net'; ades backbones: ades_cnn_small"),
     Case("unknown dataset", ["--dataset", "mnist"], "--dataset: unknown dataset 'mnist'; registered: cifar10, cifar100, imagefolder"),
-    Case("unknown scheduler", ["--scheduler", "bogus"], "--scheduler: unknown scheduler 'bogus'; registered: fixed, mlp, static"),
+    Case("unknown scheduler", ["--scheduler", "bogus"], "--scheduler: unknown scheduler 'bogus'; registered: fixed, mlp, random, static"),
     Case("unknown objective", ["--scheduler-objective", "bogus"], "--scheduler-objective: unknown scheduler objective 'bogus'; registered: "),
     Case("unknown attack loss", ["--attack-loss", "bogus"], "--attack-loss: unknown attack loss 'bogus'; registered: "),
     Case("unknown preset", ["--preset", "fast"], "Invalid value for '--preset': 'fast' is not one of 'paper', 'quick'"),

@@ -97,6 +97,7 @@ def test_the_run_folder_is_written_once_by_rank_zero(ddp_run):
     assert resolved["world_size"] == 2 and resolved["backend"] == "gloo"
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoint", "config.json", "defense.safetensors", "metrics.jsonl", "model.safetensors",
+        "telemetry.jsonl",
     ]  # fmt: skip
 
 
