@@ -200,6 +200,32 @@ class _SumOverRanks(torch.autograd.Function):
 
 
 # ------------------------------------------------------------------ sharding and sync
+def assign_by_index(buffer: Tensor, idx: Tensor, values: Tensor) -> None:
+    """``buffer[idx] = values`` on every rank, for per-sample state indexed by dataset index.
+
+    One process: the plain assignment. Under ``torchrun`` each rank holds
+    different samples of the global batch, so every rank's ``(idx, values)``
+    are summed into zero ``(N,)`` buffers with a count (one SUM all-reduce of a
+    ``(2, N)`` tensor) and every rank writes all of them: the buffers stay
+    identical across ranks, as in a one-process run with the global batch. A
+    sample that two ranks hold at once (the sampler's padding) gets the mean.
+
+    Args:
+        buffer: ``(N,)`` float state on the device; ``idx``: ``(B,)`` int64 in
+            ``[0, N)``; ``values``: ``(B,)``, cast to ``buffer``'s dtype.
+    """
+    values = values.detach().to(buffer.dtype)
+    ctx = active()
+    if ctx is None:
+        buffer[idx] = values
+        return
+    both = torch.zeros(2, buffer.shape[0], dtype=buffer.dtype, device=buffer.device)
+    both[0].index_add_(0, idx, values)
+    both[1].index_add_(0, idx, torch.ones_like(values))
+    both = ctx.all_reduce(both, "sum")
+    buffer.copy_(torch.where(both[1] > 0, both[0] / both[1].clamp(min=1), buffer))
+
+
 def shard_bounds(n: int, rank: int, world_size: int, *, align: int = 1) -> tuple[int, int]:
     """``[start, stop)`` of rank ``rank``'s contiguous part of ``n`` items.
 

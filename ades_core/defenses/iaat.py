@@ -42,7 +42,7 @@ from torch.nn import functional as F
 
 from ades_core.defenses.budgeted import check_defense_options
 from ades_core.defenses.mma import scaled_step_pgd
-from ades_core.distributed import unwrap_model
+from ades_core.distributed import assign_by_index, unwrap_model
 from ades_core.model_mode import autocast_for, eval_mode
 from ades_core.protocols import Budget, StepOutput
 
@@ -151,7 +151,7 @@ class InstanceAdaptiveAdversarialTraining(nn.Module):
         correct = clean_logits.argmax(1) == y
         eps = self.next_budgets(model, x, y, idx, correct)
         with torch.no_grad():
-            self.budgets[idx] = eps
+            assign_by_index(self.budgets, idx, eps)
         x_adv = self.attack(model, x, y, eps)
         with autocast_for(x, self.autocast_dtype):
             logits = train_model(x_adv).float()

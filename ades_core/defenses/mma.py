@@ -59,7 +59,7 @@ from torch.nn import functional as F
 
 from ades_core.attacks.pgd import budget_column
 from ades_core.defenses.budgeted import check_defense_options
-from ades_core.distributed import unwrap_model
+from ades_core.distributed import assign_by_index, unwrap_model
 from ades_core.model_mode import autocast_for, eval_mode
 from ades_core.protocols import Budget, StepOutput
 
@@ -226,7 +226,7 @@ class MaxMarginAdversarialTraining(nn.Module):
         x_found, found = self.search_margin(model, x, y, self.search_start(idx))
         eps = torch.where(correct, found, torch.zeros_like(found))
         with torch.no_grad():
-            self.margins[idx] = eps
+            assign_by_index(self.margins, idx, eps)
         model_input = torch.where(correct.view(-1, *([1] * (x.ndim - 1))), x_found, x)
         with autocast_for(x, self.autocast_dtype):
             logits = train_model(model_input).float()
