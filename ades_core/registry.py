@@ -163,7 +163,13 @@ def load_entry_points(
     """Load the plugins of ``registry``'s entry-point group into it.
 
     Each entry point must resolve to a factory; it is registered under the entry
-    point's name with ``source`` set to its distribution. ``validate`` may return a
+    point's name with ``source`` set to its distribution. The factory may carry
+    its registry metadata as an attribute ``ades_meta``, a dict with string
+    keys: ``description`` and ``paper`` (shown by ``ades list``; the description
+    defaults to the docstring's first line) and the family's own keys
+    (``learnable=True`` for a scheduler the builder must train;
+    ``uses_cues``/``scheduler`` for a defense; ``training=False`` for an
+    evaluation-only attack). ``validate`` may return a
     reason to reject the loaded object. Failures are returned, not raised, so one
     broken plugin does not take the rest of the CLI down.
     """
@@ -180,10 +186,14 @@ def load_entry_points(
             reason = validate(obj) if validate is not None else None
             if reason:
                 raise TypeError(reason)
-            description = (getattr(obj, "__doc__", None) or "").strip().splitlines()
-            registry.register(
-                ep.name, obj, description=description[0] if description else "", source=label
-            )
+            meta = getattr(obj, "ades_meta", None) or {}
+            if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
+                raise TypeError(f"ades_meta must be a dict with string keys, got {meta!r}")
+            meta = dict(meta)
+            doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+            description = str(meta.pop("description", doc[0] if doc else ""))
+            paper = str(meta.pop("paper", ""))
+            registry.register(ep.name, obj, description=description, paper=paper, source=label, **meta)
         except Exception as exc:  # noqa: BLE001 - reported by name, never swallowed
             failures.append(PluginFailure(group, ep.name, label, f"{type(exc).__name__}: {exc}"))
     return failures

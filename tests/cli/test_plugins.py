@@ -133,3 +133,42 @@ def test_discovery_can_be_turned_off(monkeypatch):
 def test_plugin_failure_reads_as_one_line():
     failure = PluginFailure("ades.cues", "x", "d==1", "ImportError: no module named y")
     assert "\n" not in str(failure)
+
+
+def test_a_plugin_declares_its_registry_metadata_with_ades_meta(monkeypatch):
+    from ades_core import SCHEDULERS
+    from ades_core.schedulers.mlp import mlp_scheduler
+
+    def learnable_plugin(options, *, num_cues, budget, allocation):
+        """A plugin MLP scheduler."""
+        return mlp_scheduler(options, num_cues=num_cues, budget=budget, allocation=allocation)
+
+    learnable_plugin.ades_meta = {"learnable": True, "paper": "Plugin et al. 2026"}
+    module = types.ModuleType("ades_fake_schedulers")
+    module.learnable = learnable_plugin
+    monkeypatch.setitem(sys.modules, "ades_fake_schedulers", module)
+    ep = metadata.EntryPoint("plugin-mlp", "ades_fake_schedulers:learnable", "ades.schedulers")
+    ep = ep._for(_FakeDist()) if hasattr(ep, "_for") else ep
+    try:
+        assert load_entry_points(SCHEDULERS, [ep]) == []
+        entry = SCHEDULERS.entry("plugin-mlp")
+        assert entry.meta == {"learnable": True}
+        assert (entry.paper, entry.description) == ("Plugin et al. 2026", "A plugin MLP scheduler.")
+        config = RunConfig.from_dict({"defense": "ades", "scheduler": {"name": "plugin-mlp"}})
+        defense = build_defense(config)  # ades refuses a scheduler that is not learnable
+        assert any(p.requires_grad for p in defense.parameters())
+    finally:
+        SCHEDULERS.unregister("plugin-mlp")
+
+
+def test_ades_meta_that_is_not_a_dict_is_a_named_failure(monkeypatch):
+    def factory(options):
+        return None
+
+    factory.ades_meta = ["learnable"]
+    module = types.ModuleType("ades_fake_meta")
+    module.factory = factory
+    monkeypatch.setitem(sys.modules, "ades_fake_meta", module)
+    (failure,) = load_entry_points(CUES, [_entry_point("badmeta", "ades_fake_meta:factory")])
+    assert "ades_meta must be a dict" in failure.error and "ades-fake-cues==0.3.1" in str(failure)
+    assert "badmeta" not in CUES
