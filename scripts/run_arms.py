@@ -34,13 +34,14 @@ STUDIES: dict[str, dict[str, list[str]]] = {
     "defenses": {
         "pgd-at": ["--defense", "pgd-at"],
         "static-des": ["--defense", "static-des"],
-        "ades": ["--defense", "ades"],
         "trades": ["--defense", "trades"],
         "mart": ["--defense", "mart"],
         "mma": ["--defense", "mma"],
-        "free-at": ["--defense", "free-at", "--replays", "4", "--epochs", "12"],
+        # m = 6 replays for 18 "epochs" = 3 passes of 6 updates: the 18 forward/backward
+        # passes per image that PGD-5 AT spends in 3 epochs (5 attack + 1 training each)
+        "free-at": ["--defense", "free-at", "--replays", "6", "--epochs", "18"],
         "fast-at": ["--defense", "fast-at"],
-        "iaat": ["--defense", "iaat"],
+        "iaat": ["--defense", "iaat", "--iaat-warmup", "1"],  # 10 warm-up epochs of 200 in the paper
         "cat": ["--defense", "cat"],
         "pgd-at-awp": ["--defense", "pgd-at", "--awp"],
         "ades-trades": ["--defense", "ades", "--loss", "trades"],
