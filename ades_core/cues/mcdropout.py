@@ -22,7 +22,9 @@
 
 ``auto`` picks ``head`` when the model has dropout layers and a timm-style
 head, ``modules`` when it has dropout layers but no such head, and ``features``
-when it has no dropout layers.
+when it has no dropout layers. Only layers with a rate ``p > 0`` count: a
+model trained with ``--drop-rate 0`` (the default) has none, whatever its
+architecture holds.
 """
 
 from __future__ import annotations
@@ -41,8 +43,14 @@ _DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Alpha
 
 
 def dropout_layers(model: nn.Module) -> list[nn.Module]:
-    """The ``nn.Dropout*`` submodules of ``model``."""
-    return [m for m in model.modules() if isinstance(m, _DROPOUT_TYPES)]
+    """The ``nn.Dropout*`` submodules of ``model`` that drop anything (rate ``p > 0``).
+
+    A layer built with ``p = 0`` (``ades_cnn_small`` and timm models trained
+    with ``--drop-rate 0``, the default) is the identity in train mode too:
+    sampling it would give ``T`` identical passes and a cue that is 0 for every
+    sample, so such layers do not count as dropout.
+    """
+    return [m for m in model.modules() if isinstance(m, _DROPOUT_TYPES) and float(m.p) > 0]
 
 
 def probability_variance(probs: Tensor) -> Tensor:
@@ -78,8 +86,8 @@ class MCDropoutUncertainty:
         mode = self.resolved_mode(model)
         if mode in ("modules", "head") and not dropout_layers(model):
             raise ValueError(
-                f"mcdropout mode {mode!r} needs a model with nn.Dropout layers; "
-                "use mode 'features' or 'auto'"
+                f"mcdropout mode {mode!r} needs a model with nn.Dropout layers of rate p > 0 "
+                "(train it with --drop-rate > 0); use mode 'features' or 'auto'"
             )
         if mode == "features" and not hasattr(model, "get_classifier"):
             raise ValueError(

@@ -150,3 +150,24 @@ def test_normalised_cues_lie_in_unit_interval_for_any_scale(values, shift, scale
     normalised = minmax_normalize(values * scale + shift)
     assert torch.isfinite(normalised).all()
     assert (normalised >= 0).all() and (normalised <= 1).all()
+
+
+def test_mcdropout_on_a_model_built_with_drop_rate_zero_samples_feature_dropout():
+    """A dropout layer of rate 0 drops nothing: counting it as dropout would make all
+    T passes identical and the cue 0 for every sample (a dead cue)."""
+    from ades_core.engine.checkpoint import ModelSpec
+
+    spec = ModelSpec(backbone="ades_cnn_small", num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3, drop_rate=0.0)
+    model = spec.build().eval()
+    assert MCDropoutUncertainty().resolved_mode(model) == "features"
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = torch.zeros(8, dtype=torch.long)
+    values = MCDropoutUncertainty(samples=3)(CueContext(model, x, y))
+    assert values.unique().numel() > 1, "the cue must differ between samples"
+
+
+def test_mcdropout_on_a_model_with_real_dropout_uses_it():
+    from ades_core.engine.checkpoint import ModelSpec
+
+    spec = ModelSpec(backbone="ades_cnn_small", num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3, drop_rate=0.3)
+    assert MCDropoutUncertainty().resolved_mode(spec.build()) == "head"
