@@ -97,6 +97,36 @@ def clean_correct(
     return merge_flags(correct, distributed)
 
 
+BALL_TOLERANCE = 1e-5
+"""How far (pixel scale) an adversarial input may lie outside its ball or [0, 1]
+before the attack is rejected: float32 rounding of ``x +- eps`` is ~1e-7."""
+
+
+class AttackContractError(ValueError):
+    """An attack returned inputs outside the L-inf ball or [0, 1]: its accuracy would be meaningless."""
+
+
+def _outside(x: Tensor, x_adv: Tensor, eps: Tensor | float) -> Tensor:
+    """0-d: how far ``x_adv`` ``(B, C, H, W)`` lies beyond its ``eps`` ball or the [0, 1] box (0 if inside)."""
+    radius = eps.detach().float().view(-1, *([1] * (x.ndim - 1))) if isinstance(eps, Tensor) else float(eps)
+    x32, adv = x.float(), x_adv.detach().float()
+    beyond_ball = ((adv - x32).abs() - radius).amax()
+    beyond_box = torch.maximum(-adv.amin(), adv.amax() - 1.0)
+    return torch.maximum(beyond_ball, beyond_box).clamp(min=0.0)
+
+
+def _check_inside(excess: Tensor, attack: BudgetedAttack, eps: Tensor | float) -> None:
+    """One host read per attack run: refuse results from inputs outside the ball or the box."""
+    worst = float(excess)
+    if worst > BALL_TOLERANCE:
+        name = getattr(attack, "name", type(attack).__name__)
+        raise AttackContractError(
+            f"attack {name} returned inputs up to {worst:.3g} outside the L-inf ball "
+            f"(eps {float(eps.max()) if isinstance(eps, Tensor) else eps:.4g}) or [0, 1]; "
+            "its accuracy would not be robust accuracy at that budget: fix the attack"
+        )
+
+
 def attack_outcome(
     model: nn.Module,
     data: ImageTensors,
@@ -129,13 +159,16 @@ def attack_outcome(
         loader = DeviceLoader(select(data, mine), batch_size=batch_size, device=device, shuffle=False, augment=False)
         seeds = [batch_seed(seed, i) for i in mine[::batch_size].tolist()]
         parts = []
+        excess = torch.zeros((), device=device)  # the largest step outside the ball or the box
         with torch.random.fork_rng(devices=_rng_devices(device)):
             with eval_mode(model):
                 for batch_seed_value, (x, y, _) in zip(seeds, loader, strict=True):
                     torch.manual_seed(batch_seed_value)
                     x_adv = attack(model, x, y, eps)
+                    excess = torch.maximum(excess, _outside(x, x_adv, eps))
                     with torch.no_grad(), autocast_for(x_adv, autocast_dtype):
                         parts.append(model(x_adv).argmax(dim=1) == y)
+        _check_inside(excess, attack, eps)
         correct[mine] = torch.cat(parts).cpu()
     correct = merge_flags(correct, distributed)
     _sync(device)

@@ -40,7 +40,8 @@ def test_worst_case_counts_a_sample_only_if_it_survives_every_attack(registered)
     breaks_02 = registered("test-breaks-0-2", lambda options: RewriteCode({0, 2}))
     breaks_24 = registered("test-breaks-2-4", lambda options: RewriteCode({2, 4}))
 
-    result = evaluate(CodedModel(), data, [breaks_02, breaks_24], 8 / 255, device=CPU, checks=None)
+    # the coded attacks move the code pixel by up to 0.4: a ball of 0.5 holds them
+    result = evaluate(CodedModel(), data, [breaks_02, breaks_24], 0.5, device=CPU, checks=None)
 
     n = 11
     assert result.n == n and result.clean_acc == pytest.approx(10 / n)
@@ -132,3 +133,20 @@ def test_check_rules_and_their_tolerance():
     assert check_more_steps(0.3, 0.29, 100, (20, 100)).passed
     assert not check_black_box(0.1, 0.4, 100).passed and check_black_box(0.4, 0.35, 100).passed
     assert not check_large_eps(0.2, 64 / 255, 100, 0.05).passed and check_large_eps(0.01, 64 / 255, 100, 0.05).passed
+
+
+class _Overshoot:
+    """A broken attack: steps 2 eps away from x, outside its own ball."""
+
+    def __call__(self, model, x, y, eps):
+        return (x + 2 * eps).clamp(0, 1)
+
+
+def test_an_attack_that_leaves_its_ball_is_refused_not_scored(registered):
+    from ades_core.evaluation.runner import AttackContractError
+
+    data = coded_data([0, 1, 2, 3, 4])
+    data.images[:, 0, 0, 0] //= 2  # room below 1 for the overshoot to show
+    spec = registered("test-overshoot", lambda options: _Overshoot())
+    with pytest.raises(AttackContractError, match="test-overshoot|_Overshoot.*outside the L-inf ball"):
+        evaluate(CodedModel(), data, [spec], 8 / 255, device=CPU, checks=None)
