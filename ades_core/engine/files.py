@@ -59,3 +59,23 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         handle.write(json.dumps(record) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def read_jsonl(path: Path, error: type[Exception]) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (blank lines skipped), at least one.
+
+    Raises:
+        error: one line naming the file and the line that is not JSON, or saying
+            the file is empty (no epoch has finished yet).
+    """
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise error(f"{path}, line {number}: not JSON ({exc.msg})") from None
+    if not records:
+        raise error(f"{path} is empty: no epoch has finished yet")
+    return records

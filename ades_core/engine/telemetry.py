@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ades_core.distributed import active
-from ades_core.engine.files import append_jsonl, atomic_write
+from ades_core.engine.files import append_jsonl, atomic_write, read_jsonl
 from ades_core.engine.run_folder import TELEMETRY_FILE
 from ades_core.protocols import StepOutput
 
@@ -389,17 +389,7 @@ def read_telemetry(run_dir: str | Path) -> list[dict[str, Any]]:
             f"{run_dir} holds no {TELEMETRY_FILE}: it is not a training run folder, or was trained "
             "before ades recorded budget telemetry"
         )
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise TelemetryError(f"{path}, line {number}: not JSON ({exc.msg})") from None
-    if not records:
-        raise TelemetryError(f"{path} is empty: no epoch has finished yet")
-    return records
+    return read_jsonl(path, TelemetryError)
 
 
 def keep_finished_epochs(run_dir: str | Path, epochs: int) -> None:

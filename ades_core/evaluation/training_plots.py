@@ -13,11 +13,11 @@ Three PNGs (matplotlib's object API on the Agg canvas, as :mod:`ades_core.evalua
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ades_core.engine.run_folder import METRICS_FILE
+from ades_core.engine.files import read_jsonl
 from ades_core.engine.telemetry import TelemetryError, read_telemetry
 
 CURVES_FILE = "training_curves.png"
@@ -42,16 +42,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         raise TrainingPlotError(f"{run_dir} is not a folder; give a training run folder (ades run --out)")
     if not path.is_file():
         raise TrainingPlotError(f"{run_dir} holds no {METRICS_FILE}: it is not a training run folder")
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise TrainingPlotError(f"{path}, line {number}: not JSON ({exc.msg})") from None
-    if not records:
-        raise TrainingPlotError(f"{path} is empty: no epoch has finished yet")
-    return records
+    return read_jsonl(path, TrainingPlotError)
 
 
 def _figure(width: float, height: float):
