@@ -6,8 +6,8 @@ Usage::
 
 ``STUDY`` names a table in :data:`STUDIES`; every arm shares the study's common
 flags (backbone, data, epochs, seed, budgets) and adds its own. Each arm runs
-``ades run`` into ``ROOT/ARM`` and then ``ades eval`` (PGD-20 and CW on the
-run's test subset, with the gradient-masking checks). An arm whose
+``ades run`` into ``ROOT/ARM`` and then ``ades eval`` (PGD-20 and CW with the
+gradient-masking checks, on the whole test split or :data:`EVAL_N` images). An arm whose
 ``eval.json`` exists is skipped, so the script can be re-run after a failure.
 Jobs run with one torch thread each (``OMP_NUM_THREADS=1``), so that the
 seconds per epoch of arms trained side by side are comparable.
@@ -57,6 +57,10 @@ STUDIES: dict[str, dict[str, list[str]]] = {
 }
 
 
+EVAL_N: dict[str, int | None] = {"scheduler": None, "defenses": 2000}
+"""Test images ``ades eval`` uses per study (None: the whole test split, 10,000)."""
+
+
 def run_arm(study: str, arm: str, root: Path) -> str:
     out = root / arm
     if (out / "eval.json").is_file():
@@ -73,6 +77,8 @@ def run_arm(study: str, arm: str, root: Path) -> str:
             if code:
                 return f"{arm}: ades run failed ({code}), see {log}"
         cmd = [*ades, "eval", str(out), "--attack", "pgd20,cw", "--threads", "1", "--quiet"]
+        if EVAL_N[study] is not None:
+            cmd += ["--n", str(EVAL_N[study])]
         handle.write(" ".join(cmd) + "\n")
         handle.flush()
         code = subprocess.call(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env)
