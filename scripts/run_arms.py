@@ -52,6 +52,7 @@ STUDIES: dict[str, dict[str, list[str]]] = {
         "ades-allocate-min": ["--defense", "ades", "--scheduler-objective", "allocate-min"],
         "ades-loss-target": ["--defense", "ades", "--scheduler-objective", "loss-target"],
         "ades-penalty": ["--defense", "ades", "--scheduler-objective", "penalty"],
+        "ades-saturating": ["--defense", "ades", "--scheduler-objective", "saturating"],
         "random-control": ["--defense", "static-des", "--scheduler", "random"],
     },
 }
