@@ -72,7 +72,7 @@ def _run_options(fn):
         click.option("--awp-warmup", type=int, help="Epochs trained before AWP starts (default 0)."),
         click.option("--fast-alpha-ratio", type=float, help="Fast-AT's FGSM step as a multiple of eps (default 1.25)."),
         click.option("--scheduler", help="Budget scheduler: fixed, static, mlp, random (default: the defense's own)."),
-        click.option("--scheduler-objective", help="How the learnable scheduler is trained: paper, allocate-max, allocate-min, penalty, loss-target, saturating."),
+        click.option("--scheduler-objective", help="How the learnable scheduler is trained: allocate-min (default), allocate-max, paper, penalty, loss-target, saturating."),
         click.option("--scheduler-lr", type=float, help="Adam learning rate of the learnable scheduler."),
         click.option("--scheduler-hidden", type=int, help="Hidden width of the MLP scheduler."),
         click.option("--static-weights", help="Comma-separated weights of the static scheduler, one per cue."),

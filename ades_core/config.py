@@ -385,7 +385,7 @@ class SchedulerOptions:
     hidden: int = attrs.field(default=32, validator=_int_at_least(1))
     weights: tuple[float, ...] | None = attrs.field(default=None, converter=_named(_float_tuple))
     objective: str = attrs.field(
-        default="allocate-max", validator=_registered(SCHEDULER_OBJECTIVES)
+        default="allocate-min", validator=_registered(SCHEDULER_OBJECTIVES)
     )
     lr: float = attrs.field(default=1e-3, validator=_number_in(0.0, low_open=True))
     init_std: float = attrs.field(default=1e-2, validator=_number_in(0.0))

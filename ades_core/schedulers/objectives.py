@@ -23,7 +23,7 @@ Registered objectives (equations, measurements and advice: docs/scheduler.md,
 * ``allocate-max`` (mean): ``J = -mean_i L_i``: budget moves to the samples
   whose loss grows fastest with eps.
 * ``allocate-min`` (mean): ``J = mean_i L_i``: budget moves to the samples
-  whose loss grows slowest (the IAAT/MMA direction).
+  whose loss grows slowest (the IAAT/MMA direction); the default (docs/scheduler.md, study).
 * ``penalty`` (free): ``J = -mean_i L_i + (mu / 2) (mean_i s_i - 1/2)^2``:
   ascend the loss, with a quadratic pull of the mean budget to
   ``eps_min + lam / 2``; the mean settles ``lam * mean(d) / mu`` above it in

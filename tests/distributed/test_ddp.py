@@ -9,7 +9,7 @@ and on two ranks with B/2 each, so that only float summation order differs:
 * ``--sync-bn``: BatchNorm normalises the training forward over the global
   batch (on one process BatchNorm already does);
 * the cue min-max normalisation and the scheduler's fixed mean
-  (``allocate-max``, the default objective) are reduced over ranks, and DDP
+  (``allocate-min``, the default objective) are reduced over ranks, and DDP
   and the trainer average the model's and scheduler's gradients.
 
 Tolerances: the first step is the same up to float32 rounding (eps statistics
