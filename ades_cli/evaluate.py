@@ -77,7 +77,7 @@ def _rows_table(title: str, rows) -> Table:
               help="Resize test images (default: as trained).")
 @click.option("--checks/--no-checks", default=True, show_default=True, help="Run the gradient-masking checks.")
 @click.option("--check-n", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Samples the gradient-masking checks use (the first of the evaluation set).")
+              help="Samples the gradient-masking checks use: a seeded random draw of clean-correct samples.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Where to write the report (default: eval.json beside the model).")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,

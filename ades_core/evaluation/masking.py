@@ -17,7 +17,13 @@ robust. Four symptoms give it away (Athalye et al. 2018; Carlini et al. 2019,
 ``large-eps``
     at a budget no model resists (64/255) accuracy must be near zero.
 
-All four run on the first ``n`` evaluation samples with the same seed.
+All four run on the same ``n`` samples: drawn at random (from the seed) among
+the *clean-correct* evaluation samples, so that every sample can show an
+effect (a clean-wrong sample is never robust, whatever the attack) and no
+class dominates (evaluation sets are often ordered by class). A model that
+barely depends on its input keeps its clean-correct samples at 64/255 and
+fails ``large-eps``, instead of passing every check vacuously on samples it
+never got right.
 "Noise" is a paired-comparison tolerance: two binomial standard errors of the
 larger accuracy, and never less than one sample. A failed check is a
 *warning*: the numbers are reported, and the check says which to distrust.
@@ -42,12 +48,21 @@ from ades_core.evaluation.runner import Outcome, attack_outcome
 from ades_core.evaluation.specs import DEFAULT_ALPHA, pgd_spec
 
 
+def check_samples(clean: Tensor, n: int, seed: int) -> Tensor:
+    """Sorted int64 indices of ``n`` clean-correct samples (bool ``(N,)`` ``clean``), drawn
+    with a generator of its own seeded by ``seed``; all of them when fewer are correct."""
+    correct = clean.nonzero().squeeze(1)
+    order = torch.randperm(len(correct), generator=torch.Generator().manual_seed(seed))
+    return correct[order[:n]].sort().values
+
+
 @attrs.frozen(kw_only=True)
 class MaskingCheckConfig:
     """How the gradient-masking checks run.
 
     Attributes:
-        n: samples the checks use (the first ``n`` of the evaluation set).
+        n: samples the checks use: a seeded random draw of ``n`` clean-correct
+            evaluation samples (all of them when fewer are correct).
         ladder: budgets of the monotonicity check, as multiples of the
             evaluation budget (the large budget is appended).
         large_eps: the budget at which accuracy must be near zero ([0, 1] scale).
@@ -113,7 +128,7 @@ def check_monotone(
             passed=False,
             message=(
                 f"robust accuracy rises with eps{where}: {_pct(a0)} at {format_eps(e0)} but "
-                f"{_pct(a1)} at {format_eps(e1)} (n={n}); gradients may be masked"
+                f"{_pct(a1)} at {format_eps(e1)} (n={n} clean-correct); gradients may be masked"
             ),
             details=details,
         )
@@ -132,7 +147,7 @@ def check_more_steps(few: float, many: float, n: int, steps: tuple[int, int], *,
             name="more-steps",
             passed=False,
             message=(
-                f"PGD-{high} ({_pct(many)}) is more accurate than PGD-{low} ({_pct(few)}) (n={n}): "
+                f"PGD-{high} ({_pct(many)}) is more accurate than PGD-{low} ({_pct(few)}) (n={n} clean-correct): "
                 "more steps should never help the model; gradients may be masked"
             ),
             details=details,
@@ -143,7 +158,7 @@ def check_more_steps(few: float, many: float, n: int, steps: tuple[int, int], *,
             passed=False,
             message=(
                 f"PGD-{low} has not converged: PGD-{high} is {_pct(few - many)} lower "
-                f"({_pct(few)} -> {_pct(many)}, n={n}); PGD-{low} flatters this model"
+                f"({_pct(few)} -> {_pct(many)}, n={n} clean-correct); PGD-{low} flatters this model"
             ),
             details=details,
         )
@@ -161,7 +176,7 @@ def check_black_box(black: float, white: float, n: int, *, z: float = 2.0) -> Ch
             name="black-box",
             passed=False,
             message=(
-                f"black-box Square ({_pct(black)}) beats the white-box attacks ({_pct(white)}) (n={n}): "
+                f"black-box Square ({_pct(black)}) beats the white-box attacks ({_pct(white)}) (n={n} clean-correct): "
                 "the gradients are not pointing where the model is weak; gradients may be masked"
             ),
             details=details,
@@ -179,7 +194,7 @@ def check_large_eps(acc: float, eps: float, n: int, max_acc: float) -> CheckResu
             name="large-eps",
             passed=False,
             message=(
-                f"robust accuracy at eps {format_eps(eps)} is {_pct(acc)} (n={n}), not near zero "
+                f"robust accuracy at eps {format_eps(eps)} is {_pct(acc)} (n={n} clean-correct), not near zero "
                 f"(<= {_pct(max_acc)}); the attack is not reaching the model, or the model barely "
                 "depends on its input (a near-constant classifier)"
             ),
@@ -205,7 +220,7 @@ def run_masking_checks(
     progress: Callable[[str], None] | None = None,
     distributed: DistributedContext | None = None,
 ) -> list[CheckResult]:
-    """Run the four checks on the first ``config.n`` samples of ``data``.
+    """Run the four checks on ``config.n`` random clean-correct samples of ``data``.
 
     Args:
         clean: bool ``(N,)``, clean correctness of ``data`` (from the evaluation).
@@ -218,9 +233,10 @@ def run_masking_checks(
     The black-box check is skipped (reported as passed with a note) when
     torchattacks is not installed.
     """
-    count = min(config.n, len(data))
-    subset = ImageTensors(data.images[:count], data.labels[:count], data.classes)
-    clean = clean[:count]
+    chosen = check_samples(clean, config.n, seed)
+    count = len(chosen)
+    subset = ImageTensors(data.images[chosen], data.labels[chosen], data.classes)
+    clean = torch.ones(count, dtype=torch.bool)
     say = progress or (lambda text: None)
 
     def run(spec_steps: int, budget: float) -> Outcome:
