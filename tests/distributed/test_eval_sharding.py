@@ -180,7 +180,7 @@ def sharded(tiny_run) -> tuple[dict, dict, str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
-    saved = torch.load(out / "sharded.pt")
+    saved = torch.load(out / "sharded.pt", weights_only=True)
     return saved, json.loads((out / "eval.json").read_text()), result.stdout
 
 

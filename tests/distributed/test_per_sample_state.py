@@ -48,7 +48,7 @@ def _free_port() -> int:
 
 def test_every_rank_holds_every_ranks_updates(tmp_path):
     mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     expected = torch.full((N,), -1.0)
     expected[[0, 3]] = torch.tensor([100.0, 103.0])
     expected[[7, 9]] = torch.tensor([207.0, 209.0])
