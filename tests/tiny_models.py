@@ -46,3 +46,38 @@ class DropoutBNNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3))
         return self.fc(self.drop(h))
+
+
+MARGIN_W = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 1.5])
+"""The class-1-minus-class-0 weights of :func:`two_class_margin_model` (inputs ``(B, 1, 2, 3)``)."""
+
+
+def two_class_margin_model() -> LinearClassifier:
+    """``z_1 - z_0 = W.x - W.sum()/2``: zero at the grey image 0.5, so L-inf margins have a closed form."""
+    model = LinearClassifier(6, 2)
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.stack([torch.zeros(6), MARGIN_W]))
+        model.fc.bias.copy_(torch.tensor([0.0, -0.5 * float(MARGIN_W.sum())]))
+    return model
+
+
+def images_at_margins(margins: list[float]) -> Tensor:
+    """Images ``(B, 1, 2, 3)`` of class 0 whose L-inf distance to the boundary of
+    :func:`two_class_margin_model` is exactly ``margins[i]``: ``x = 0.5 - a * sign(W)``
+    gives ``z_1 - z_0 = -a ||W||_1``."""
+    a = torch.tensor(margins).view(-1, 1)
+    return (0.5 - a * MARGIN_W.sign()).view(-1, 1, 2, 3)
+
+
+def record_attack(defense) -> list[Tensor]:
+    """Wrap ``defense.attack`` so every adversarial batch it returns is appended to the returned list."""
+    adversarial: list[Tensor] = []
+    attack = defense.attack
+
+    def spy(model, x, target, eps, **kwargs):
+        adversarial.append(attack(model, x, target, eps, **kwargs))
+        return adversarial[-1]
+
+    defense.attack = spy
+    return adversarial
+

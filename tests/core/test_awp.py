@@ -14,7 +14,7 @@ from ades_core import RunConfig, build_defense
 from ades_core.config import ConfigError
 from ades_core.defenses.awp import WeightPerturbation, perturbed_weights
 from tests.cli.tiny_runs import GOOD, TINY_RUN, write_images
-from tests.tiny_models import DropoutBNNet, LinearClassifier
+from tests.tiny_models import DropoutBNNet, LinearClassifier, record_attack
 
 
 def _config(defense: str, gamma: float = 0.1, **options) -> RunConfig:
@@ -33,18 +33,6 @@ def _batch(batch: int = 16, seed: int = 0):
     x = 0.25 + 0.5 * torch.rand(batch, 1, 2, 3, generator=generator)
     y = torch.randint(0, 3, (batch,), generator=generator)
     return x, y, torch.arange(batch)
-
-
-def _record_attack(defense) -> list[torch.Tensor]:
-    adversarial: list[torch.Tensor] = []
-    attack = defense.attack
-
-    def spy(model, x, target, eps, **kwargs):
-        adversarial.append(attack(model, x, target, eps, **kwargs))
-        return adversarial[-1]
-
-    defense.attack = spy
-    return adversarial
 
 
 def test_each_weight_layer_moves_by_gamma_times_its_norm_up_the_loss_and_nothing_else_moves():
@@ -81,7 +69,7 @@ def test_the_loss_is_taken_at_w_plus_v_and_the_update_leaves_exactly_w_minus_lr_
     model = LinearClassifier(6, 3)
     x, y, idx = _batch()
     w, b = model.fc.weight.detach().clone(), model.fc.bias.detach().clone()
-    adversarial = _record_attack(defense)
+    adversarial = record_attack(defense)
     out = defense.step(model, x, y, idx)
     v = model.fc.weight.detach() - w
     torch.testing.assert_close(v.norm() / w.norm(), torch.tensor(0.1))

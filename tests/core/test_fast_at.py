@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from ades_core import RunConfig, build_defense
 from ades_core.attacks import PGD
 from ades_core.config import ConfigError
-from tests.tiny_models import LinearClassifier
+from tests.tiny_models import LinearClassifier, record_attack
 
 EPS = 8 / 255
 
@@ -32,18 +32,6 @@ def _batch(batch: int = 16, seed: int = 0):
     x[4:8] = 1.0
     y = torch.randint(0, 3, (batch,), generator=generator)
     return x, y, torch.arange(batch)
-
-
-def _record_attack(defense) -> list[torch.Tensor]:
-    adversarial: list[torch.Tensor] = []
-    attack = defense.attack
-
-    def spy(model, x, target, eps, **kwargs):
-        adversarial.append(attack(model, x, target, eps, **kwargs))
-        return adversarial[-1]
-
-    defense.attack = spy
-    return adversarial
 
 
 def test_fast_at_attack_is_one_step_of_one_and_a_quarter_eps_from_a_uniform_start():
@@ -81,7 +69,7 @@ def test_fast_at_x_adv_is_the_projected_fgsm_step_from_the_uniform_start_inside_
     defense = build_defense(_config())
     model = LinearClassifier(6, 3)
     x, y, idx = _batch()
-    adversarial = _record_attack(defense)
+    adversarial = record_attack(defense)
     torch.manual_seed(3)
     defense.step(model, x, y, idx)
     x_adv = adversarial[0]
@@ -99,7 +87,7 @@ def test_fast_at_trains_on_cross_entropy_at_its_adversarial_examples():
     defense = build_defense(_config())
     model = LinearClassifier(6, 3)
     x, y, idx = _batch()
-    adversarial = _record_attack(defense)
+    adversarial = record_attack(defense)
     out = defense.step(model, x, y, idx)
     with torch.no_grad():
         torch.testing.assert_close(out.loss, F.cross_entropy(model(adversarial[0]), y))

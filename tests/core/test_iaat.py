@@ -12,24 +12,9 @@ import torch
 
 from ades_core import RunConfig, build_defense
 from ades_core.protocols import Defense
-from tests.tiny_models import LinearClassifier
+from tests.tiny_models import LinearClassifier, images_at_margins, two_class_margin_model
 
-W = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 1.5])  # class 1 minus class 0
 EPS, GAMMA, BETA = 8 / 255, 1.9 / 255, 0.1
-
-
-def _two_class_model() -> LinearClassifier:
-    model = LinearClassifier(6, 2)
-    with torch.no_grad():
-        model.fc.weight.copy_(torch.stack([torch.zeros(6), W]))
-        model.fc.bias.copy_(torch.tensor([0.0, -0.5 * float(W.sum())]))
-    return model
-
-
-def _at_margins(margins: list[float]) -> torch.Tensor:
-    """Class-0 images at L-inf distance ``margins[i]`` from the boundary."""
-    a = torch.tensor(margins).view(-1, 1)
-    return (0.5 - a * W.sign()).view(-1, 1, 2, 3)
 
 
 def _defense(num_samples: int = 8, **options):
@@ -51,12 +36,12 @@ FRAGILE = 4 / 255  # breaks at 8/255: the budget shrinks
 
 
 def test_the_budget_grows_for_a_sample_that_resists_and_shrinks_for_one_that_breaks():
-    x = _at_margins([ROBUST, BETWEEN, FRAGILE, ROBUST])
+    x = images_at_margins([ROBUST, BETWEEN, FRAGILE, ROBUST])
     y = torch.tensor([0, 0, 0, 1])  # the last one is misclassified
     idx = torch.tensor([5, 1, 6, 2])
     defense = _defense()
     defense.budgets[idx] = EPS
-    out = defense.step(_two_class_model(), x, y, idx)
+    out = defense.step(two_class_margin_model(), x, y, idx)
     expected = torch.tensor(
         [
             BETA * (EPS + GAMMA) + (1 - BETA) * EPS,  # grows by beta * gamma
@@ -71,11 +56,11 @@ def test_the_budget_grows_for_a_sample_that_resists_and_shrinks_for_one_that_bre
 
 
 def test_budgets_keep_moving_visit_after_visit_and_stay_within_bounds():
-    x = _at_margins([ROBUST, FRAGILE])
+    x = images_at_margins([ROBUST, FRAGILE])
     y, idx = torch.zeros(2, dtype=torch.long), torch.tensor([0, 1])
     defense = _defense(num_samples=2, iaat_max_eps=9 / 255)
     defense.budgets[:] = EPS
-    model = _two_class_model()
+    model = two_class_margin_model()
     history = [defense.budgets.clone()]
     for _ in range(5):
         defense.step(model, x, y, idx)
@@ -86,12 +71,12 @@ def test_budgets_keep_moving_visit_after_visit_and_stay_within_bounds():
 
 
 def test_warm_up_uses_the_fixed_budget_for_correct_samples_and_zero_for_the_others():
-    x = _at_margins([ROBUST, FRAGILE, ROBUST])
+    x = images_at_margins([ROBUST, FRAGILE, ROBUST])
     y = torch.tensor([0, 0, 1])
     defense = _defense(iaat_warmup=2)
     assert torch.equal(defense.budgets, torch.zeros(8)), "budgets start at 0"
     defense.start_epoch(1, 10)
-    out = defense.step(_two_class_model(), x, y, torch.tensor([0, 1, 2]))
+    out = defense.step(two_class_margin_model(), x, y, torch.tensor([0, 1, 2]))
     torch.testing.assert_close(out.budget.eps, torch.tensor([EPS, EPS, 0.0]))
     torch.testing.assert_close(defense.budgets[:3], out.budget.eps)
     defense.start_epoch(2, 10)

@@ -15,29 +15,12 @@ from ades_core import RunConfig, build_defense
 from ades_core.config import ConfigError
 from ades_core.defenses import mma as mma_module
 from ades_core.protocols import Defense
-from tests.tiny_models import LinearClassifier
+from tests.tiny_models import MARGIN_W, LinearClassifier, images_at_margins, two_class_margin_model
 
 D_MAX = 32 / 255
 SEARCH_STEPS = 10
 CAP = 1.05 * D_MAX
 TOLERANCE = CAP / 2**SEARCH_STEPS
-W = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 1.5])  # class 1 minus class 0
-
-
-def _two_class_model() -> LinearClassifier:
-    """``z_1 - z_0 = W.x - W.sum()/2``: zero at the grey image 0.5."""
-    model = LinearClassifier(6, 2)
-    with torch.no_grad():
-        model.fc.weight.copy_(torch.stack([torch.zeros(6), W]))
-        model.fc.bias.copy_(torch.tensor([0.0, -0.5 * float(W.sum())]))
-    return model
-
-
-def _at_margins(margins: list[float]) -> torch.Tensor:
-    """Images of class 0 whose L-inf distance to the boundary is exactly ``margins[i]``:
-    ``x = 0.5 - a * sign(W)`` gives ``z_1 - z_0 = -a ||W||_1``."""
-    a = torch.tensor(margins).view(-1, 1)
-    return (0.5 - a * W.sign()).view(-1, 1, 2, 3)
 
 
 def _defense(num_samples: int = 16, **options):
@@ -52,10 +35,10 @@ def _defense(num_samples: int = 16, **options):
 
 def test_the_budget_of_a_correct_sample_is_its_closed_form_margin_up_to_the_cap():
     margins = [2 / 255, 10 / 255, 25 / 255, 31 / 255, 60 / 255, 120 / 255]
-    x = _at_margins(margins)
+    x = images_at_margins(margins)
     y = torch.zeros(len(margins), dtype=torch.long)
     defense = _defense()
-    out = defense.step(_two_class_model(), x, y, torch.arange(len(margins)))
+    out = defense.step(two_class_margin_model(), x, y, torch.arange(len(margins)))
     found = out.budget.eps
     for i, margin in enumerate(margins):
         if margin < CAP - TOLERANCE:
@@ -68,16 +51,16 @@ def test_the_budget_of_a_correct_sample_is_its_closed_form_margin_up_to_the_cap(
 
 def test_misclassified_samples_get_no_budget_and_the_loss_is_the_papers_mix():
     margins = [5 / 255, 20 / 255, 60 / 255, 10 / 255]
-    x = _at_margins(margins)
+    x = images_at_margins(margins)
     y = torch.tensor([0, 0, 0, 1])  # the last one is misclassified (the model says 0)
-    model = _two_class_model()
+    model = two_class_margin_model()
     defense = _defense()
     out = defense.step(model, x, y, torch.arange(4))
     eps = out.budget.eps
     assert eps[3] == 0
     assert eps[2] == pytest.approx(CAP)
 
-    x_adv = x + eps.view(-1, 1, 1, 1) * W.sign().view(1, 1, 2, 3)  # the margin point on the boundary
+    x_adv = x + eps.view(-1, 1, 1, 1) * MARGIN_W.sign().view(1, 1, 2, 3)  # the margin point on the boundary
     with torch.no_grad():
         per_sample = F.cross_entropy(model(x_adv), y, reduction="none")
         clean = F.cross_entropy(model(x), y)
@@ -89,11 +72,11 @@ def test_misclassified_samples_get_no_budget_and_the_loss_is_the_papers_mix():
 
 def test_found_margins_are_kept_by_dataset_index_and_start_the_next_search(monkeypatch):
     margins = [3 / 255, 12 / 255, 60 / 255]
-    x, y = _at_margins(margins), torch.zeros(3, dtype=torch.long)
+    x, y = images_at_margins(margins), torch.zeros(3, dtype=torch.long)
     idx = torch.tensor([7, 2, 11])
     defense = _defense(num_samples=16)
     assert torch.equal(defense.margins, torch.zeros(16))
-    out = defense.step(_two_class_model(), x, y, idx)
+    out = defense.step(two_class_margin_model(), x, y, idx)
     assert torch.equal(defense.margins[idx], out.budget.eps)
     untouched = torch.ones(16, dtype=torch.bool)
     untouched[idx] = False
@@ -107,7 +90,7 @@ def test_found_margins_are_kept_by_dataset_index_and_start_the_next_search(monke
         return real_pgd(model, x, y, eps, *args, **kwargs)
 
     monkeypatch.setattr(mma_module, "scaled_step_pgd", recording_pgd)
-    defense.step(_two_class_model(), x, y, idx)
+    defense.step(two_class_margin_model(), x, y, idx)
     torch.testing.assert_close(radii[0], out.budget.eps)  # warm start: the stored margins
 
     fresh = _defense(num_samples=16)
