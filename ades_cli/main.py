@@ -283,6 +283,10 @@ cli.add_command(eval_command, "eval")
 cli.add_command(compare_command, "compare")
 cli.add_command(plot_command, "plot")
 
+from ades_cli.export import export_command  # noqa: E402
+
+cli.add_command(export_command, "export")
+
 
 def main() -> None:  # pragma: no cover - console entry
     cli(prog_name="ades")

@@ -296,7 +296,8 @@ def build(config: RunConfig) -> TrainingSetup:
         )
     eval_attack = ATTACKS.build(
         "pgd",
-        config.attack.__class__(steps=config.eval.steps, alpha=config.eval.alpha, random_start=True),
+        # a held-out sample counts as broken if any PGD iterate broke it, as in `ades eval`
+        config.attack.__class__(steps=config.eval.steps, alpha=config.eval.alpha, random_start=True, keep_broken=True),
         autocast_dtype=autocast_dtype,
     )
     uses_cues = DEFENSES.entry(config.defense).meta.get("uses_cues", True)

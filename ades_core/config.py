@@ -426,6 +426,9 @@ class AttackOptions:
     alpha: float = attrs.field(default=2 / 255, converter=EPS_FIELD)
     random_start: bool = attrs.field(default=True, validator=_boolean)
     loss: str = attrs.field(default="ce", validator=_registered(ATTACK_LOSSES))
+    # Evaluation attacks only (ades_core.evaluation.specs sets it): a sample is broken if any
+    # PGD iterate broke it, not only the last (see ades_core.attacks.pgd.PGD).
+    keep_broken: bool = attrs.field(default=False, validator=_boolean)
 
     @alpha.validator
     def _positive(self, attribute: attrs.Attribute, value: float) -> None:

@@ -36,3 +36,28 @@ def autocast_for(x: Tensor, dtype: torch.dtype | None) -> contextlib.AbstractCon
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=x.device.type, dtype=dtype)
+
+
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""Evaluation precisions by name: the autocast dtype of the forward passes (``None``: float32)."""
+
+
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """TF32 off for matmuls and cuDNN convolutions inside (CUDA), each setting restored after.
+
+    On Ampere and newer GPUs PyTorch may run float32 convolutions in TF32
+    (10-bit mantissa); an evaluation in ``fp32`` must mean float32 arithmetic.
+    A no-op on the CPU, where TF32 does not exist. (Only the ``allow_tf32``
+    flags are touched: torch refuses to mix them with the newer
+    ``fp32_precision`` settings in one process.)
+    """
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    cudnn = torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn

@@ -29,4 +29,6 @@ DEFENSES: Registry = Registry("defense", "ades.defenses")
 the scheduler it uses unless the config chooses one."""
 
 DATASETS: Registry = Registry("dataset")
-"""name -> ``factory(request: DataRequest) -> DatasetSplits``."""
+"""name -> ``factory(request: DataRequest) -> DatasetSplits``; optional meta ``test_split``:
+``loader(request: DataRequest) -> ImageTensors``, the test split alone (reading no training
+data), used by evaluation; without it the factory loads everything."""

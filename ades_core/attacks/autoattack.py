@@ -1,167 +1,135 @@
-"""AutoAttack and Square from torchattacks, behind the :class:`BudgetedAttack` protocol.
+"""The official AutoAttack (Croce & Hein 2020) and its Square, behind the :class:`BudgetedAttack` protocol.
 
-We do not write AutoAttack again: the ensemble (APGD-CE, APGD-T, FAB-T,
-Square; Croce & Hein 2020) comes from ``torchattacks==3.5.1``, an optional
-dependency (``pip install 'ades[autoattack]'``, or ``pip install --no-deps
-torchattacks==3.5.1``, see docs/evaluation.md). The adapter fixes what the
-library leaves loose:
+The attacks come from ``pyautoattack==0.2.0``, the authors' code repackaged
+for PyPI (its attack files are those of github.com/fra31/auto-attack; only the
+wrapper's API differs); RobustBench evaluates with the same code. Nothing of
+the attacks is written again here: :class:`AutoAttack` builds the library's own
+``AutoAttack`` object for each group of equal budgets and calls its
+``run_standard_evaluation``, so the components, their order and every
+setting are the authors':
 
-* **budgets**: torchattacks takes one scalar ``eps``. A ``(B,)`` budget is
-  split into groups of equal ``eps`` and each group is attacked on its own
-  (an evaluation has one budget, so one group; a continuous per-sample budget
-  costs one run per distinct value). The result is projected into each
-  sample's ball and into [0, 1] again, so the protocol holds exactly.
-* **model mode**: torchattacks calls ``model.eval()`` and afterwards
-  ``model.train()`` on the whole model if it was training, which loses mixed
-  modes; here every submodule's own flag is restored
-  (:func:`~ades_core.model_mode.eval_mode`).
-* **gradients**: FAB calls ``.backward()``, which would accumulate parameter
-  ``.grad``; parameters are frozen (``requires_grad=False``) during the call
-  and their flags restored, so the model is untouched.
-* **random state**: its components call ``torch.manual_seed``; they run inside
-  :func:`torch.random.fork_rng`, so the caller's random stream is not reset.
-  With ``seed=None`` the seed is drawn from the caller's torch generator, so a
-  seeded evaluation is deterministic.
-* **iterations**: torchattacks' ``version='standard'`` runs APGD and FAB for
-  10 iterations; the paper's standard version uses 100. ``iterations=100``
-  (the default) restores the paper's setting.
+=============  ==============================================================
+``standard``   APGD-CE (100 iterations, 1 restart), APGD-T (DLR, 9 target
+               classes), FAB-T (9 targets), Square (5,000 queries, the
+               authors' square-size schedule); each later attack runs only on
+               the points the earlier ones did not break
+``plus``       APGD-CE and APGD-DLR with 5 restarts, FAB (5 restarts), Square,
+               APGD-T, FAB-T: slower, for a second opinion
+``rand``       APGD-CE and APGD-DLR with 20 EOT samples per step: for
+               randomised models
+=============  ==============================================================
 
-torchattacks synchronises host and device inside its loops (``.item()``,
-boolean indexing); that is acceptable for evaluation, not for training.
+What the adapter adds (:class:`~ades_core.attacks.scalar_budget.ScalarBudgetAttack`):
+per-sample budgets grouped into equal values, the model in eval mode with every
+submodule's mode restored, parameters frozen, the caller's random stream left
+alone. Whether a sample is robust is *not* read from the library's flags: the
+evaluation re-checks every returned image with the model
+(:func:`~ades_core.evaluation.runner.attack_outcome`).
+
+The library's own sanity checks (randomised or dynamic model, probabilities
+instead of logits, too few classes, Square beating the gradient attacks) are
+captured from its ``auto-attack`` logger and reported in :meth:`settings`
+(``official_flags``), instead of printed once per batch.
+
+With fewer than 10 classes the targeted attacks use ``n_classes - 1`` targets
+(the library would ask for 9 that do not exist); ``settings()`` says so.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import importlib.metadata
 import importlib.util
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ades_core.attacks.pgd import budget_column
+from ades_core.attacks.scalar_budget import MissingDependencyError, ScalarBudgetAttack
 from ades_core.config import AttackOptions
-from ades_core.model_mode import eval_mode
 from ades_core.registries import ATTACKS
 
-TORCHATTACKS_VERSION = "3.5.1"
-"""The torchattacks release this adapter is written and tested against."""
+PYAUTOATTACK_VERSION = "0.2.0"
+"""The pyautoattack release this adapter is written and tested against (pinned in pyproject.toml)."""
 
-INSTALL_HINT = (
-    f"pip install 'ades[autoattack]' (or pip install --no-deps torchattacks=={TORCHATTACKS_VERSION}, "
-    "which keeps your requests/urllib3; torchattacks never imports requests)"
-)
-
-
-class MissingDependencyError(ImportError):
-    """An optional dependency is not installed; the message says how to install it."""
-
-
-def torchattacks_available() -> bool:
-    return importlib.util.find_spec("torchattacks") is not None
+STANDARD_ITERATIONS = 100
+STANDARD_SQUARE_QUERIES = 5000
+STANDARD_TARGET_CLASSES = 9
+VERSIONS = ("standard", "plus", "rand")
+COMPONENTS = {
+    "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+    "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
+    "rand": ("apgd-ce", "apgd-dlr"),
+}
 
 
-def _torchattacks() -> Any:
+def _pyautoattack() -> Any:
     try:
-        return importlib.import_module("torchattacks")
+        import pyautoattack
     except ImportError as exc:
-        raise MissingDependencyError(f"this attack needs torchattacks: {INSTALL_HINT} ({exc})") from None
+        raise MissingDependencyError(
+            f"the official AutoAttack needs pyautoattack: pip install pyautoattack=={PYAUTOATTACK_VERSION} ({exc})"
+        ) from None
+    return pyautoattack
 
 
-def torchattacks_version() -> str | None:
-    """The installed torchattacks version, or ``None``."""
+def pyautoattack_available() -> bool:
+    """Whether the official AutoAttack can be imported."""
+    return importlib.util.find_spec("pyautoattack") is not None
+
+
+def pyautoattack_version() -> str | None:
+    """The installed pyautoattack version, or ``None``."""
     try:
-        return importlib.metadata.version("torchattacks")
+        return importlib.metadata.version("pyautoattack")
     except importlib.metadata.PackageNotFoundError:
         return None
 
 
+def implementation() -> str:
+    """``pyautoattack==<version>``: the implementation name ``eval.json`` records."""
+    return f"pyautoattack=={pyautoattack_version()}"
+
+
+class _Collect(logging.Handler):
+    def __init__(self, sink: set[str]) -> None:
+        super().__init__(level=logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.add(record.getMessage())
+
+
 @contextlib.contextmanager
-def frozen_parameters(model: nn.Module) -> Iterator[None]:
-    """``requires_grad=False`` on every parameter inside; each flag restored after."""
-    saved = [(p, p.requires_grad) for p in model.parameters()]
+def captured_flags(sink: set[str]) -> Iterator[None]:
+    """The library's warnings (its ``auto-attack`` logger) go into ``sink``, not to the terminal."""
+    logger = logging.getLogger("auto-attack")
+    handler = _Collect(sink)
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
     try:
-        for p, _ in saved:
-            p.requires_grad_(False)
         yield
     finally:
-        for p, flag in saved:
-            p.requires_grad_(flag)
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
-def _rng_devices(x: Tensor) -> list[torch.device]:
-    return [x.device] if x.device.type == "cuda" else []
-
-
-class TorchattacksAttack:
-    """Base of the adapters: per-sample budgets, exact mode restore, frozen parameters.
-
-    Subclasses implement :meth:`make`, returning a torchattacks attack for one
-    scalar budget. ``seed=None`` draws each call's seed from the caller's
-    torch generator; ``n_classes=None`` reads it from the model's logits.
-    """
-
-    name = "torchattacks"
-
-    def __init__(self, *, seed: int | None = None, n_classes: int | None = None) -> None:
-        if not torchattacks_available():
-            raise MissingDependencyError(f"the {self.name!r} attack needs torchattacks: {INSTALL_HINT}")
-        if n_classes is not None and n_classes < 2:
-            raise ValueError(f"n_classes must be >= 2, got {n_classes}")
-        self.seed = seed
-        self.n_classes = n_classes
-
-    def make(self, model: nn.Module, eps: float, n_classes: int, seed: int) -> Any:
-        raise NotImplementedError
-
-    def settings(self) -> dict[str, Any]:
-        """What the attack ran with, for reports."""
-        return {"implementation": f"torchattacks=={torchattacks_version()}", "seed": self.seed}
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, eps: Tensor | float) -> Tensor:
-        """``x`` ``(B, C, H, W)`` in [0, 1], ``y`` ``(B,)``, ``eps`` ``(B,)`` or float -> ``x_adv``."""
-        x = x.detach()
-        radius = budget_column(eps, x)
-        x32 = x.float()
-        low = (x32 - radius).clamp_(min=0.0)
-        high = (x32 + radius).clamp_(max=1.0)
-        flat = radius.flatten()
-        # One host read of the distinct budgets, before any attack loop.
-        budgets = [b for b in torch.unique(flat).tolist() if b > 0.0]
-        seed = self.seed if self.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
-        x_adv = x32.clone()
-        with eval_mode(model), frozen_parameters(model), torch.random.fork_rng(devices=_rng_devices(x)):
-            n_classes = self.n_classes
-            if n_classes is None:
-                with torch.no_grad():
-                    n_classes = int(model(x32[:1]).shape[1])
-            for budget in budgets:
-                group = (flat == budget).nonzero().squeeze(1)
-                attack = self.make(model, float(budget), n_classes, seed)
-                attack.set_device(x.device)
-                with torch.enable_grad():
-                    adv = attack(x32[group], y[group])
-                x_adv[group] = adv.detach().to(device=x.device, dtype=torch.float32)
-        x_adv = torch.minimum(torch.maximum(x_adv, low), high)
-        return x_adv.to(x.dtype)
-
-
-class AutoAttack(TorchattacksAttack):
-    """Standard AutoAttack (L-inf): APGD-CE, APGD-T, FAB-T, Square, from torchattacks.
+class AutoAttack(ScalarBudgetAttack):
+    """The official AutoAttack (L-inf) from ``pyautoattack``.
 
     Args:
-        version: torchattacks' version name: ``standard`` (the paper's), ``plus`` or ``rand``.
-        iterations: iterations of APGD-CE, APGD-T and FAB-T (the paper's
-            standard: 100); ``None`` keeps torchattacks' own default (10).
-        square_queries: queries of its Square component (the paper's: 5000);
-            fewer only for cheap tests.
-        seed: seed of the components' random starts; ``None`` draws it from
-            the caller's torch generator at each call.
-        n_classes: number of classes (targets of APGD-T and FAB-T: ``n_classes - 1``);
-            ``None`` reads it from the model's output.
+        version: ``standard`` (the leaderboards'), ``plus`` or ``rand``
+            (randomised models: expectation over 20 transformations per step).
+        iterations: iterations of the APGD and FAB components; ``None`` keeps
+            the authors' 100. Fewer only for cheap tests: the report then
+            says the run was not standard.
+        square_queries: queries of Square; ``None`` keeps the authors' 5,000.
+        seed: seed of the components' random starts; ``None`` draws one per
+            call from the caller's torch generator.
+        n_classes: number of classes; ``None`` reads it from the model.
     """
 
     name = "autoattack"
@@ -170,94 +138,151 @@ class AutoAttack(TorchattacksAttack):
         self,
         *,
         version: str = "standard",
-        iterations: int | None = 100,
-        square_queries: int = 5000,
+        iterations: int | None = None,
+        square_queries: int | None = None,
         seed: int | None = None,
         n_classes: int | None = None,
     ) -> None:
         super().__init__(seed=seed, n_classes=n_classes)
-        if square_queries < 1:
-            raise ValueError(f"AutoAttack square_queries must be >= 1, got {square_queries}")
-        if version not in ("standard", "plus", "rand"):
-            raise ValueError(f"AutoAttack version {version!r} is not one of: standard, plus, rand")
+        if version not in VERSIONS:
+            raise ValueError(f"AutoAttack version {version!r} is not one of: {', '.join(VERSIONS)}")
         if iterations is not None and iterations < 1:
             raise ValueError(f"AutoAttack iterations must be >= 1, got {iterations}")
+        if square_queries is not None and square_queries < 1:
+            raise ValueError(f"AutoAttack square_queries must be >= 1, got {square_queries}")
+        _pyautoattack()
         self.version = version
         self.iterations = iterations
         self.square_queries = square_queries
+        self.flags: set[str] = set()
+        self.target_classes: int | None = None
+
+    @property
+    def standard(self) -> bool:
+        """The authors' settings throughout (what a leaderboard entry needs)."""
+        return (
+            self.version == "standard"
+            and self.iterations in (None, STANDARD_ITERATIONS)
+            and self.square_queries in (None, STANDARD_SQUARE_QUERIES)
+            and self.target_classes in (None, STANDARD_TARGET_CLASSES)
+        )
 
     def settings(self) -> dict[str, Any]:
         return super().settings() | {
+            "implementation": implementation(),
             "version": self.version,
             "norm": "Linf",
-            "components": ["apgd-ce", "apgd-t", "fab-t", "square"] if self.version == "standard" else self.version,
-            "iterations": self.iterations if self.iterations is not None else "torchattacks default (10)",
-            "square_queries": self.square_queries,
+            "components": list(COMPONENTS[self.version]),
+            "iterations": self.iterations or STANDARD_ITERATIONS,
+            "square_queries": self.square_queries or STANDARD_SQUARE_QUERIES,
+            "target_classes": self.target_classes or STANDARD_TARGET_CLASSES,
+            "standard": self.standard,
+            "official_flags": sorted(self.flags),
         }
 
-    def make(self, model: nn.Module, eps: float, n_classes: int, seed: int) -> Any:
+    def attack_group(self, model: nn.Module, x: Tensor, y: Tensor, eps: float, n_classes: int, seed: int) -> Tensor:
         if n_classes < 4:
             raise ValueError(
-                f"AutoAttack needs at least 4 classes (APGD-T's targeted DLR loss reads the "
-                f"4th-largest logit), the model has {n_classes}"
+                f"AutoAttack needs at least 4 classes (its DLR loss reads the 3rd-largest logit and "
+                f"APGD-T targets the others), the model has {n_classes}"
             )
-        ta = _torchattacks()
-        attack = ta.AutoAttack(model, norm="Linf", eps=eps, version=self.version, n_classes=n_classes, seed=seed)
-        components = getattr(getattr(attack, "_autoattack", None), "attacks", None)
-        if components is None:
-            raise RuntimeError(
-                f"torchattacks {torchattacks_version()} lays AutoAttack out differently from "
-                f"{TORCHATTACKS_VERSION}; install torchattacks=={TORCHATTACKS_VERSION}"
-            )
-        for component in components:
-            if self.iterations is not None and isinstance(component, (ta.APGD, ta.APGDT, ta.FAB)):
-                component.steps = self.iterations
-            if isinstance(component, ta.Square):
-                component.n_queries = self.square_queries
-        return attack
+        library = _pyautoattack()
+        attack = library.AutoAttack(model, eps=eps, norm="Linf", version=self.version, seed=seed, device=x.device)
+        attack.verbose = False
+        targets = min(STANDARD_TARGET_CLASSES, n_classes - 1)
+        self.target_classes = targets
+        attack.apgd_targeted.n_target_classes = targets
+        attack.fab.n_target_classes = targets
+        if self.iterations is not None:
+            for component in (attack.apgd, attack.apgd_targeted):
+                component.n_iter = self.iterations
+            attack.fab.n_iter = self.iterations
+        if self.square_queries is not None:
+            attack.square.n_queries = self.square_queries
+        with captured_flags(self.flags):
+            x_adv, _ = attack.run_standard_evaluation(x, y, batch_size=len(x))
+        return x_adv
 
 
-class Square(TorchattacksAttack):
-    """Square Attack (L-inf, margin loss): a query-only, gradient-free attack.
+class Square(ScalarBudgetAttack):
+    """The official Square Attack (L-inf, margin loss, the authors' schedule): query-only, no gradients.
 
     Used by the gradient-masking check: a black-box attack that beats the
     white-box ones means the gradients lie.
 
     Args:
-        n_queries: model queries per sample (AutoAttack uses 5000).
+        n_queries: model queries per sample (AutoAttack's: 5,000).
+        p_init: the initial fraction of pixels a square covers (AutoAttack's: 0.8).
         seed, n_classes: as for :class:`AutoAttack`.
     """
 
     name = "square"
 
-    def __init__(self, *, n_queries: int = 5000, seed: int | None = None, n_classes: int | None = None) -> None:
+    def __init__(
+        self, *, n_queries: int = STANDARD_SQUARE_QUERIES, p_init: float = 0.8, seed: int | None = None,
+        n_classes: int | None = None,
+    ) -> None:
         super().__init__(seed=seed, n_classes=n_classes)
         if n_queries < 1:
             raise ValueError(f"Square n_queries must be >= 1, got {n_queries}")
+        if not 0.0 < p_init <= 1.0:
+            raise ValueError(f"Square p_init must be in (0, 1], got {p_init}")
+        _pyautoattack()
         self.n_queries = n_queries
+        self.p_init = p_init
 
     def settings(self) -> dict[str, Any]:
-        return super().settings() | {"norm": "Linf", "n_queries": self.n_queries, "loss": "margin"}
+        return super().settings() | {
+            "implementation": implementation(), "norm": "Linf", "n_queries": self.n_queries,
+            "p_init": self.p_init, "loss": "margin",
+        }
 
-    def make(self, model: nn.Module, eps: float, n_classes: int, seed: int) -> Any:
-        ta = _torchattacks()
-        return ta.Square(model, norm="Linf", eps=eps, n_queries=self.n_queries, n_restarts=1, seed=seed, loss="margin")
+    def attack_group(self, model: nn.Module, x: Tensor, y: Tensor, eps: float, n_classes: int, seed: int) -> Tensor:
+        from pyautoattack.square import SquareAttack
+
+        attack = SquareAttack(
+            model, p_init=self.p_init, n_queries=self.n_queries, eps=eps, norm="Linf", n_restarts=1, seed=seed,
+            verbose=False, device=x.device, resc_schedule=False,
+        )
+        return attack.perturb(x, y)
 
 
 @ATTACKS.register(
     "autoattack",
-    description="AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square (torchattacks, 100 iterations)",
+    description="official AutoAttack, standard: APGD-CE, APGD-T, FAB-T, Square (pyautoattack)",
     paper="Croce & Hein 2020",
     training=False,
 )
 def autoattack_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | None = None) -> AutoAttack:
     """steps, alpha, random_start and loss do not apply; runs in float32 (no autocast)."""
-    return AutoAttack()
+    return AutoAttack(version="standard")
+
+
+@ATTACKS.register(
+    "autoattack-rand",
+    description="official AutoAttack for randomised models: APGD-CE, APGD-DLR with 20-sample EOT (pyautoattack)",
+    paper="Croce & Hein 2020",
+    training=False,
+)
+def autoattack_rand_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | None = None) -> AutoAttack:
+    """steps, alpha, random_start and loss do not apply; runs in float32 (no autocast)."""
+    return AutoAttack(version="rand")
+
+
+@ATTACKS.register(
+    "autoattack-plus",
+    description="official AutoAttack+: restarts and untargeted components added (pyautoattack)",
+    paper="Croce & Hein 2020",
+    training=False,
+)
+def autoattack_plus_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | None = None) -> AutoAttack:
+    """steps, alpha, random_start and loss do not apply; runs in float32 (no autocast)."""
+    return AutoAttack(version="plus")
 
 
 @ATTACKS.register(
     "square",
-    description="Square: black-box, query-only L-inf attack (torchattacks)",
+    description="official Square: black-box, query-only L-inf attack, 5,000 queries (pyautoattack)",
     paper="Andriushchenko et al. 2020",
     training=False,
 )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ades_core.attacks.gradients import loss_input_gradient
 from ades_core.attacks.pgd import budget_column
 from ades_core.config import AttackOptions
-from ades_core.model_mode import autocast_for, eval_mode
+from ades_core.model_mode import eval_mode
 from ades_core.registries import ATTACK_LOSSES, ATTACKS
 
 
@@ -33,13 +34,11 @@ class FGSM:
         """``x`` ``(B, C, H, W)`` in [0, 1], ``y`` ``(B,)``, ``eps`` ``(B,)`` or float -> ``x_adv``."""
         x = x.detach()
         radius = budget_column(eps, x)
-        x32 = x.float().requires_grad_(True)
-        with eval_mode(model), torch.enable_grad():
-            with autocast_for(x32, self.autocast_dtype):
-                logits = model(x32)
-            (grad,) = torch.autograd.grad(self.loss_fn(logits, y).sum(), x32)
+        x32 = x.float()
+        with eval_mode(model):  # the float32 gradient's direction in every precision
+            grad, _ = loss_input_gradient(model, x32, y, self.loss_fn, autocast_dtype=self.autocast_dtype)
         step = grad.sign().nan_to_num_(0.0)
-        x_adv = (x32.detach() + radius * step).clamp_(0.0, 1.0)
+        x_adv = (x32 + radius * step).clamp_(0.0, 1.0)
         return x_adv.to(x.dtype)
 
 

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ades_core.attacks.gradients import loss_input_gradient
+from ades_core.attacks.losses import cw_margin
 from ades_core.config import AttackOptions
 from ades_core.model_mode import autocast_for, eval_mode
 from ades_core.registries import ATTACK_LOSSES, ATTACKS
@@ -29,14 +31,29 @@ def budget_column(eps: Tensor | float, x: Tensor) -> Tensor:
     return eps.detach().to(device=x.device, dtype=torch.float32).view(batch, *([1] * (x.ndim - 1)))
 
 
+def keep_most_misclassified(kept: Tensor, worst: Tensor, x_adv: Tensor, margin: Tensor) -> tuple[Tensor, Tensor]:
+    """Per sample, ``x_adv`` in place of ``kept`` where its CW ``margin`` beats ``worst``.
+
+    ``kept`` and ``x_adv`` ``(B, C, H, W)``; ``worst`` and ``margin`` ``(B,)``,
+    ``max_{j != y} z_j - z_y`` (>= 0: misclassified). A NaN margin never wins.
+    Returns the new ``(kept, worst)``.
+    """
+    higher = margin > worst
+    column = higher.view(-1, *([1] * (x_adv.ndim - 1)))
+    return torch.where(column, x_adv, kept), torch.where(higher, margin, worst)
+
+
 class PGD:
     """Projected gradient ascent with sign steps in per-sample L-inf balls.
 
     Each step: ``x <- clip_[lo, hi](x + alpha * sign(grad_x loss))`` with
     ``lo = max(x0 - eps_i, 0)``, ``hi = min(x0 + eps_i, 1)``; the projection
-    runs in float32 whatever the autocast dtype of the forward pass. The model
-    runs in eval mode during the attack (no BN statistic updates, dropout off)
-    and every submodule's mode is restored exactly afterwards. Only input
+    runs in float32 whatever the autocast dtype of the forward pass, and under
+    autocast the input gradient keeps the float32 answer's direction (see
+    :mod:`ades_core.attacks.gradients`; without autocast it is the plain
+    gradient, bit for bit). The model runs in eval mode during the attack (no
+    BN statistic updates, dropout off) and every submodule's mode is restored
+    exactly afterwards. Only input
     gradients are computed (``torch.autograd.grad`` w.r.t. the input); parameter
     ``.grad`` is untouched. No host-device synchronisation in the loop.
 
@@ -54,6 +71,17 @@ class PGD:
             losses, the clean probabilities ``(B, K)`` for
             :func:`~ades_core.attacks.losses.kl_to_target`.
         autocast_dtype: dtype for autocast of the forward pass, or ``None``.
+        keep_broken: evaluation mode. A sample counts as broken if *any* iterate
+            breaks it (as in AutoAttack), not only the last: of all the iterates
+            (the start, every step, and the last one, forwarded once more
+            without gradient), each sample keeps the one the model
+            misclassified most (largest CW margin ``max_{j != y} z_j - z_y``;
+            a tie counts as misclassified), and that iterate is returned when
+            its margin is >= 0; the others get the last iterate, bit for bit.
+            Needs labels ``y`` ``(B,)`` (the registered ``ce`` / ``cw``
+            losses), not target probabilities. Off for training attacks, whose
+            result is the last iterate. Costs one forward pass and one
+            image-sized buffer more; no host-device sync.
     """
 
     accepts_start = True  # __call__ takes start= and start_grad= (shared cue computation)
@@ -69,6 +97,7 @@ class PGD:
         autocast_dtype: torch.dtype | None = None,
         start_noise: str = "uniform",
         normal_std: float = 1e-3,
+        keep_broken: bool = False,
     ) -> None:
         if steps < 1:
             raise ValueError(f"PGD steps must be >= 1, got {steps}")
@@ -87,6 +116,11 @@ class PGD:
         self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "custom")
         self.loss_fn = ATTACK_LOSSES.get(loss) if isinstance(loss, str) else loss
         self.autocast_dtype = autocast_dtype
+        self.keep_broken = bool(keep_broken)
+
+    def settings(self) -> dict[str, Any]:
+        """What an evaluation report records beyond the attack's options."""
+        return {"keep_broken": self.keep_broken}
 
     def replace(self, **changes: Any) -> PGD:
         """A copy with some settings changed (``loss=``, ``start_noise=``, ``steps=``, ...)."""
@@ -98,6 +132,7 @@ class PGD:
             "autocast_dtype": self.autocast_dtype,
             "start_noise": self.start_noise,
             "normal_std": self.normal_std,
+            "keep_broken": self.keep_broken,
         }
         unknown = sorted(set(changes) - set(settings))
         if unknown:
@@ -130,7 +165,8 @@ class PGD:
         """``x`` ``(B, C, H, W)`` in [0, 1], ``y`` ``(B,)``, ``eps`` ``(B,)`` or float -> ``x_adv``.
 
         ``y`` is handed to the loss as its second argument: labels for the
-        registered losses, target probabilities ``(B, K)`` for ``kl_to_target``.
+        registered losses, target probabilities ``(B, K)`` for ``kl_to_target``
+        (labels only with ``keep_broken``).
 
         Args:
             start: a starting point ``(B, C, H, W)`` instead of the random start
@@ -139,7 +175,15 @@ class PGD:
                 computed by the caller (for example while extracting cues); the
                 first step uses it instead of a forward/backward of its own, so
                 ``steps`` steps cost ``steps - 1`` gradient computations.
+
+        Raises:
+            ValueError: ``keep_broken`` and ``y`` is not a ``(B,)`` label vector.
         """
+        if self.keep_broken and y.shape != x.shape[:1]:
+            raise ValueError(
+                f"PGD keep_broken needs labels y of shape ({x.shape[0]},), got {tuple(y.shape)}: "
+                "it tells a misclassified iterate by the true class"
+            )
         x = x.detach()
         radius = budget_column(eps, x)
         x32 = x.float()
@@ -152,17 +196,25 @@ class PGD:
         else:
             x_adv = x32.clone()
         grad = None if start_grad is None else start_grad.detach()
-        with eval_mode(model), torch.enable_grad():
+        if self.keep_broken:
+            kept = x_adv.clone()  # per sample, the most misclassified iterate forwarded so far
+            worst = torch.full((x.shape[0],), -torch.inf, device=x.device)  # its CW margin
+        with eval_mode(model):
             for _ in range(self.steps):
                 if grad is None:
-                    x_adv.requires_grad_(True)
-                    with autocast_for(x_adv, self.autocast_dtype):
-                        logits = model(x_adv)
-                    loss = self.loss_fn(logits, y).sum()
-                    (grad,) = torch.autograd.grad(loss, x_adv)
+                    grad, logits = loss_input_gradient(
+                        model, x_adv, y, self.loss_fn, autocast_dtype=self.autocast_dtype
+                    )
+                    if self.keep_broken:
+                        kept, worst = keep_most_misclassified(kept, worst, x_adv, cw_margin(logits, y))
                 step = grad.sign().nan_to_num_(0.0)
                 x_adv = torch.minimum(torch.maximum(x_adv.detach() + self.alpha * step, low), high)
                 grad = None
+            if self.keep_broken:
+                with torch.no_grad(), autocast_for(x_adv, self.autocast_dtype):
+                    margin = cw_margin(model(x_adv).float(), y)
+                kept, worst = keep_most_misclassified(kept, worst, x_adv, margin)
+                x_adv = torch.where((worst >= 0).view_as(radius), kept, x_adv)
         return x_adv.detach().to(x.dtype)
 
 
@@ -174,4 +226,5 @@ def pgd_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | None = N
         random_start=options.random_start,
         loss=options.loss,
         autocast_dtype=autocast_dtype,
+        keep_broken=options.keep_broken,
     )

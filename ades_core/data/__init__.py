@@ -11,6 +11,7 @@ from ades_core.data.datasets import (
     DatasetSplits,
     ImageTensors,
     load_datasets,
+    load_test_split,
 )
 from ades_core.data.loader import DeviceLoader
 
@@ -22,5 +23,6 @@ __all__ = [
     "ImageTensors",
     "crop_flip_with",
     "load_datasets",
+    "load_test_split",
     "random_crop_flip",
 ]

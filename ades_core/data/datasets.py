@@ -10,7 +10,14 @@ the whole split is decoded once and batches are cut from it on the device
 
 Subsets (``train_subset``, ``test_subset``) are drawn uniformly at random
 without replacement from ``seed``, as sorted indices, *before* any image is
-decoded, so a 200-image subset of a 50,000-image folder loads in a blink.
+decoded, so a 200-image subset of a 50,000-image folder loads in a blink
+(``subset_order="first"`` takes the first N in dataset order instead).
+
+An evaluation needs the test split alone: :func:`load_test_split` loads just
+that (CIFAR's test batch; an image folder's ``test/``, without listing or
+decoding ``train/``) through the ``test_split`` loader a dataset registers
+beside its factory, and falls back to the full factory for datasets that
+register none.
 
 Example::
 
@@ -41,7 +48,9 @@ __all__ = [
     "DatasetSplits",
     "DataRequest",
     "load_datasets",
+    "load_test_split",
     "subset_indices",
+    "SUBSET_ORDERS",
     "IMAGE_EXTENSIONS",
 ]
 
@@ -181,6 +190,15 @@ def _expand_path(value: str | Path) -> Path:
     return Path(value).expanduser()
 
 
+SUBSET_ORDERS: tuple[str, ...] = ("random", "first")
+"""How a subset of N samples is chosen: a seeded uniform draw, or the first N in dataset order."""
+
+
+def _subset_order(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    if value not in SUBSET_ORDERS:
+        raise DataError(f"{attribute.name} must be one of {', '.join(SUBSET_ORDERS)}, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class DataRequest:
     """What a dataset factory is asked to load.
@@ -190,6 +208,9 @@ class DataRequest:
         train_subset, test_subset: load this many samples of the split, drawn
             uniformly at random without replacement from ``seed``; None loads all.
         seed: the seed of the subset draws.
+        subset_order: ``"random"`` (the seeded draw above) or ``"first"`` (the
+            first N samples in dataset order, indices ``0..N-1``, as RobustBench
+            evaluates); no effect on a split loaded whole.
         download: whether a downloadable dataset (CIFAR) may be fetched into ``root``.
         image_size: resize every image to ``(image_size, image_size)`` pixels
             (antialiased); None keeps the stored size, which must then be uniform.
@@ -199,6 +220,7 @@ class DataRequest:
     train_subset: int | None = attrs.field(default=None, validator=_optional_positive)
     test_subset: int | None = attrs.field(default=None, validator=_optional_positive)
     seed: int = attrs.field(default=0, validator=_integer)
+    subset_order: str = attrs.field(default="random", validator=_subset_order)
     download: bool = attrs.field(default=True, validator=_boolean)
     image_size: int | None = attrs.field(default=None, validator=_optional_positive)
 
@@ -211,13 +233,36 @@ def load_datasets(name: str, request: DataRequest) -> DatasetSplits:
     return DATASETS.build(name, request)
 
 
+def load_test_split(name: str, request: DataRequest) -> ImageTensors:
+    """The test split of the dataset registered as ``name``, reading no training data if it can.
+
+    Uses the ``test_split`` loader registered beside the dataset's factory
+    (``factory(request) -> ImageTensors``, honouring ``test_subset``, ``seed``
+    and ``subset_order``); a dataset that registers none is loaded whole by its
+    factory (with a one-sample training subset) and its test split returned,
+    with the first-N order applied here if asked. ``request.train_subset`` is
+    ignored. Unknown names raise :class:`~ades_core.registry.RegistryError`.
+    """
+    loader = DATASETS.entry(name).meta.get("test_split")
+    if loader is not None:
+        return loader(request)
+    if request.subset_order == "random" or request.test_subset is None:
+        return DATASETS.build(name, attrs.evolve(request, train_subset=1)).test
+    test = DATASETS.build(name, attrs.evolve(request, train_subset=1, test_subset=None)).test
+    chosen = subset_indices(len(test), request.test_subset, request.seed, "test", order="first")
+    return ImageTensors(test.images[chosen], test.labels[chosen], test.classes)
+
+
 # --------------------------------------------------------------------------- helpers
 
 
-def subset_indices(size: int, subset: int | None, seed: int, split: str) -> Tensor | None:
+def subset_indices(
+    size: int, subset: int | None, seed: int, split: str, *, order: str = "random"
+) -> Tensor | None:
     """Sorted int64 indices of ``subset`` of ``size`` samples, or None for all of them.
 
-    The draw is uniform without replacement and depends only on ``(size, subset, seed)``.
+    With ``order="random"`` the draw is uniform without replacement and depends
+    only on ``(size, subset, seed)``; with ``order="first"`` it is ``0..subset-1``.
     """
     if subset is None:
         return None
@@ -225,6 +270,8 @@ def subset_indices(size: int, subset: int | None, seed: int, split: str) -> Tens
         raise DataError(
             f"{split} subset of {subset} asked, but the {split} split holds {size} samples"
         )
+    if order == "first":
+        return torch.arange(subset)
     generator = torch.Generator().manual_seed(seed)
     return torch.randperm(size, generator=generator)[:subset].sort().values
 
@@ -255,29 +302,33 @@ def _channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
 # --------------------------------------------------------------------------- CIFAR
 
 
+def _load_cifar_split(dataset_cls: Any, label: str, request: DataRequest, split: str) -> ImageTensors:
+    """One CIFAR split (``"train"`` or ``"test"``) through torchvision, subset and resized."""
+    subset = request.train_subset if split == "train" else request.test_subset
+    try:
+        ds = dataset_cls(str(request.root), train=split == "train", download=request.download)
+    except Exception as exc:  # noqa: BLE001 - RuntimeError (missing), URLError (offline)
+        reason = "downloading is off" if not request.download else _short_reason(exc)
+        raise DataError(
+            f"{label} is not in {request.root} and could not be downloaded ({reason}); "
+            "pass --data-dir to a folder holding it, or use --dataset imagefolder "
+            "with a train/ and test/ image folder"
+        ) from exc
+    data = torch.from_numpy(ds.data)  # (N, 32, 32, 3) uint8
+    labels = torch.as_tensor(ds.targets, dtype=torch.int64)
+    chosen = subset_indices(len(labels), subset, request.seed, split, order=request.subset_order)
+    if chosen is not None:
+        data, labels = data[chosen], labels[chosen]
+    images = _resize(data.permute(0, 3, 1, 2).contiguous(), request.image_size)
+    return ImageTensors(images, labels, tuple(ds.classes))
+
+
 def _load_cifar(
     dataset_cls: Any, label: str, name: str, request: DataRequest, mean: tuple, std: tuple
 ) -> DatasetSplits:
-    splits = []
-    wanted = ((True, request.train_subset, "train"), (False, request.test_subset, "test"))
-    for train, subset, split in wanted:
-        try:
-            ds = dataset_cls(str(request.root), train=train, download=request.download)
-        except Exception as exc:  # noqa: BLE001 - RuntimeError (missing), URLError (offline)
-            reason = "downloading is off" if not request.download else _short_reason(exc)
-            raise DataError(
-                f"{label} is not in {request.root} and could not be downloaded ({reason}); "
-                "pass --data-dir to a folder holding it, or use --dataset imagefolder "
-                "with a train/ and test/ image folder"
-            ) from exc
-        data = torch.from_numpy(ds.data)  # (N, 32, 32, 3) uint8
-        labels = torch.as_tensor(ds.targets, dtype=torch.int64)
-        chosen = subset_indices(len(labels), subset, request.seed, split)
-        if chosen is not None:
-            data, labels = data[chosen], labels[chosen]
-        images = _resize(data.permute(0, 3, 1, 2).contiguous(), request.image_size)
-        splits.append(ImageTensors(images, labels, tuple(ds.classes)))
-    return DatasetSplits(name, splits[0], splits[1], mean, std)
+    train = _load_cifar_split(dataset_cls, label, request, "train")
+    test = _load_cifar_split(dataset_cls, label, request, "test")
+    return DatasetSplits(name, train, test, mean, std)
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -286,8 +337,44 @@ def _short_reason(exc: BaseException) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def _test_files_only(dataset_cls: Any) -> Any:
+    """``dataset_cls`` (torchvision's CIFAR10/100) checking only its test files before loading.
+
+    torchvision verifies the checksums of *every* file, the 150 MB of training
+    batches included, even for ``train=False``; this subclass verifies the test
+    batch alone (and downloads only when it is missing), so the training data
+    is never read and need not be present.
+    """
+    from torchvision.datasets.utils import check_integrity
+
+    class TestFilesOnly(dataset_cls):  # type: ignore[misc, valid-type]
+        def _check_integrity(self) -> bool:
+            folder = Path(self.root) / self.base_folder
+            return all(check_integrity(str(folder / name), md5) for name, md5 in self.test_list)
+
+    TestFilesOnly.__name__ = TestFilesOnly.__qualname__ = f"{dataset_cls.__name__}TestOnly"
+    return TestFilesOnly
+
+
+def cifar10_test(request: DataRequest) -> ImageTensors:
+    """The CIFAR-10 test split alone (10,000 images); the training batches are not read."""
+    from torchvision.datasets import CIFAR10
+
+    return _load_cifar_split(_test_files_only(CIFAR10), "CIFAR-10", request, "test")
+
+
+def cifar100_test(request: DataRequest) -> ImageTensors:
+    """The CIFAR-100 test split alone (10,000 images); the training file is not read."""
+    from torchvision.datasets import CIFAR100
+
+    return _load_cifar_split(_test_files_only(CIFAR100), "CIFAR-100", request, "test")
+
+
 @DATASETS.register(
-    "cifar10", description="CIFAR-10 (torchvision layout; downloaded if allowed)", paper=""
+    "cifar10",
+    description="CIFAR-10 (torchvision layout; downloaded if allowed)",
+    paper="",
+    test_split=cifar10_test,
 )
 def cifar10(request: DataRequest) -> DatasetSplits:
     """CIFAR-10: 50,000 train and 10,000 test 32x32 RGB images of 10 classes."""
@@ -297,7 +384,10 @@ def cifar10(request: DataRequest) -> DatasetSplits:
 
 
 @DATASETS.register(
-    "cifar100", description="CIFAR-100 (torchvision layout; downloaded if allowed)", paper=""
+    "cifar100",
+    description="CIFAR-100 (torchvision layout; downloaded if allowed)",
+    paper="",
+    test_split=cifar100_test,
 )
 def cifar100(request: DataRequest) -> DatasetSplits:
     """CIFAR-100: 50,000 train and 10,000 test 32x32 RGB images of 100 classes."""
@@ -413,10 +503,46 @@ def _hw(shape: Sequence[int]) -> str:
     return f"{shape[-2]}x{shape[-1]}"
 
 
+def _image_folder_root(request: DataRequest) -> Path:
+    root = request.root
+    if not root.is_dir():
+        raise DataError(
+            f"image folder {root} does not exist; pass --data-dir to a folder with train/ and "
+            "test/ subfolders, each holding one folder of images per class"
+        )
+    return root
+
+
+def _decode_split(
+    root: Path, split: str, listed: tuple[list[str], list[tuple[str, int]]], request: DataRequest
+) -> ImageTensors:
+    """Decode the (subset of the) listed samples of ``root/split`` into an :class:`ImageTensors`."""
+    classes, samples = listed
+    subset = request.train_subset if split == "train" else request.test_subset
+    chosen = subset_indices(len(samples), subset, request.seed, split, order=request.subset_order)
+    if chosen is not None:
+        samples = [samples[i] for i in chosen.tolist()]
+    images = _decode_all([p for p, _ in samples], request.image_size, split, root / split)
+    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+    return ImageTensors(images, labels, tuple(classes))
+
+
+def imagefolder_test(request: DataRequest) -> ImageTensors:
+    """The ``test/`` split of an image folder alone; ``train/`` is neither listed nor decoded.
+
+    Labels follow the sorted class folders of ``test/`` (the full loader checks
+    that ``train/`` holds the same ones; this one cannot, so an evaluation
+    compares the classes with those the model was trained on instead).
+    """
+    root = _image_folder_root(request)
+    return _decode_split(root, "test", _list_split(root / "test", "test"), request)
+
+
 @DATASETS.register(
     "imagefolder",
     description="any root/train/<class>/*.jpg|png and root/test/<class>/* image folder",
     paper="",
+    test_split=imagefolder_test,
 )
 def imagefolder(request: DataRequest) -> DatasetSplits:
     """An image folder in torchvision's ImageFolder layout, decoded to RGB.
@@ -425,12 +551,7 @@ def imagefolder(request: DataRequest) -> DatasetSplits:
     same class folders in both; labels follow the sorted class names. Mean and
     std are computed from the (subset of the) train images.
     """
-    root = request.root
-    if not root.is_dir():
-        raise DataError(
-            f"image folder {root} does not exist; pass --data-dir to a folder with train/ and "
-            "test/ subfolders, each holding one folder of images per class"
-        )
+    root = _image_folder_root(request)
     listed = {split: _list_split(root / split, split) for split in ("train", "test")}
     train_classes, test_classes = listed["train"][0], listed["test"][0]
     if train_classes != test_classes:
@@ -442,16 +563,7 @@ def imagefolder(request: DataRequest) -> DatasetSplits:
             f"only in test: {_name_some(only_test) or '(none)'}"
         )
 
-    splits: dict[str, ImageTensors] = {}
-    subsets = {"train": request.train_subset, "test": request.test_subset}
-    for split, (classes, samples) in listed.items():
-        chosen = subset_indices(len(samples), subsets[split], request.seed, split)
-        if chosen is not None:
-            samples = [samples[i] for i in chosen.tolist()]
-        images = _decode_all([p for p, _ in samples], request.image_size, split, root / split)
-        labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
-        splits[split] = ImageTensors(images, labels, tuple(classes))
-
+    splits = {split: _decode_split(root, split, listed[split], request) for split in ("train", "test")}
     if request.image_size is None and splits["train"].image_shape != splits["test"].image_shape:
         raise DataError(
             f"train images of {root} are {_hw(splits['train'].image_shape)} but test images are "

@@ -13,6 +13,7 @@ from ades_core.data import DeviceLoader, ImageTensors
 from ades_core.distributed import DistributedContext, shard_bounds
 from ades_core.model_mode import autocast_for, eval_mode
 from ades_core.protocols import BudgetedAttack
+from ades_core.scoring import strictly_correct
 
 
 @attrs.frozen
@@ -74,10 +75,10 @@ def evaluate_robustness(
             for b, (x, y, _) in enumerate(loader):
                 torch.manual_seed(_batch_seed(seed, first + b * batch_size))
                 with torch.no_grad(), autocast_for(x, autocast_dtype):
-                    clean_ok = model(x).argmax(dim=1) == y
+                    clean_ok = strictly_correct(model(x), y)
                 x_adv = attack(model, x, y, eps)
                 with torch.no_grad(), autocast_for(x, autocast_dtype):
-                    adv_ok = model(x_adv).argmax(dim=1) == y
+                    adv_ok = strictly_correct(model(x_adv), y)
                 clean_correct += clean_ok.sum()
                 robust_correct += (clean_ok & adv_ok).sum()
     counts = torch.stack([clean_correct, robust_correct])

@@ -8,11 +8,15 @@ Where things live:
     suite.py    evaluate(): the attacks, the worst-case row, the sweep, the checks -> EvalResult
     masking.py  the four gradient-masking checks and their tolerances
     sources.py  model file, run config and the test split it was trained for
+    external.py a model ades did not train: timm name or module:factory, weights, normalisation
+    robustbench.py  an evaluated run as a RobustBench entry (model_info JSON, state_dict)
     report.py   eval.json (write / read)
     plots.py    robust accuracy vs eps (PNG, Agg)
     compare.py  the paper-style table across runs (text and Markdown)
 """
 
+from ades_core.evaluation.external import ExternalModelError, load_external_model
+from ades_core.evaluation.robustbench import ExportError, export_robustbench
 from ades_core.evaluation.compare import CompareRow, compare_rows, to_markdown
 from ades_core.evaluation.masking import CheckResult, MaskingCheckConfig, run_masking_checks
 from ades_core.evaluation.plots import SweepSeries, plot_sweeps, series_from_report
@@ -31,6 +35,8 @@ __all__ = [
     "EvalReportError",
     "EvalResult",
     "EvalSourceError",
+    "ExportError",
+    "ExternalModelError",
     "MaskingCheckConfig",
     "Outcome",
     "RunInfo",
@@ -41,7 +47,9 @@ __all__ = [
     "compare_rows",
     "describe_run",
     "evaluate",
+    "export_robustbench",
     "known_attack_names",
+    "load_external_model",
     "load_test_data",
     "pgd_spec",
     "plot_sweeps",

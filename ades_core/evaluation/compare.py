@@ -1,4 +1,10 @@
-"""The paper-style comparison table across runs, from their ``eval.json`` and ``metrics.jsonl``."""
+"""The paper-style comparison table across runs, from their ``eval.json`` and ``metrics.jsonl``.
+
+Besides the accuracies, each row says what stands behind them: which
+gradient-masking checks passed, failed or did not run (a check that did not
+run vouches for nothing and is never shown as passed), and which attacks and
+how many images the worst case covers (:func:`worst_case_notes`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from typing import Any
 import attrs
 
 from ades_core.config import format_eps
+from ades_core.evaluation.masking import CheckResult, summarise_checks
 from ades_core.evaluation.report import read_report
 from ades_core.evaluation.sources import METRICS_FILE
 
@@ -25,11 +32,19 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("n", "n"),
     ("seconds_per_epoch", "s/epoch"),
 )
+"""The terminal table's columns; each row's checks go on a line of their own below it (:func:`check_notes`)."""
+
+MARKDOWN_COLUMNS: tuple[tuple[str, str], ...] = (*COLUMNS, ("checks", "checks"))
+"""The Markdown table's columns: the terminal ones and the checks summary."""
 
 
 @attrs.frozen(kw_only=True)
 class CompareRow:
-    """One run: accuracies in [0, 1] (``None`` where not measured), training seconds per epoch."""
+    """One run: accuracies in [0, 1] (``None`` where not measured), training seconds per epoch.
+
+    ``checks``: the gradient-masking checks of the evaluation (empty when none
+    ran); ``worst_case_attacks``: the attacks the worst case is taken over.
+    """
 
     method: str
     run: str
@@ -43,6 +58,8 @@ class CompareRow:
     seconds_per_epoch: float | None
     warnings: tuple[str, ...] = ()
     attack_seconds: dict[str, float] = attrs.field(factory=dict)
+    checks: tuple[CheckResult, ...] = ()
+    worst_case_attacks: tuple[str, ...] = ()
 
 
 def seconds_per_epoch(run_dir: str | Path | None) -> float | None:
@@ -86,7 +103,15 @@ def compare_row(path: str | Path) -> CompareRow:
         seconds_per_epoch=seconds_per_epoch(run_dir),
         warnings=tuple(report.get("warnings", [])),
         attack_seconds={a["name"]: a["seconds"] for a in report.get("attacks", [])},
+        checks=tuple(CheckResult.from_dict(c) for c in report.get("checks", [])),
+        worst_case_attacks=() if worst is None else _worst_case_attacks(worst, attacks),
     )
+
+
+def _worst_case_attacks(worst: dict[str, Any], attacks: dict[str, Any]) -> tuple[str, ...]:
+    """``worst_case.settings.attacks``; every attack row for files that do not list them."""
+    listed = (worst.get("settings") or {}).get("attacks")
+    return tuple(listed) if listed is not None else tuple(attacks)
 
 
 def compare_rows(paths: Sequence[str | Path]) -> list[CompareRow]:
@@ -104,21 +129,46 @@ def cell(row: CompareRow, key: str) -> str:
         return str(value)
     if key == "seconds_per_epoch":
         return f"{value:.1f}"
+    if key == "checks":
+        return summarise_checks(value)
     return f"{100 * value:.1f}%"
 
 
+def worst_case_notes(rows: Sequence[CompareRow]) -> list[str]:
+    """What each worst case covers: ``"worst-case over pgd20, cw, autoattack on n=1000"``.
+
+    One line when every row with a worst case has the same attacks and ``n``,
+    else one line per such row, naming its run.
+    """
+    covered = [r for r in rows if r.worst_case is not None]
+
+    def coverage(row: CompareRow) -> str:
+        return f"over {', '.join(row.worst_case_attacks) or 'no attack'} on n={row.n}"
+
+    if len({coverage(r) for r in covered}) == 1:
+        return [f"worst-case {coverage(covered[0])}"]
+    return [f"worst-case ({r.run}) {coverage(r)}" for r in covered]
+
+
+def check_notes(rows: Sequence[CompareRow]) -> list[str]:
+    """One line per row: ``"checks (ades): 4 passed, 1 not run (black-box)"``."""
+    return [f"checks ({r.run}): {summarise_checks(r.checks)}" for r in rows]
+
+
 def to_markdown(rows: Sequence[CompareRow]) -> str:
-    """A Markdown table (GitHub style) of ``rows``, with the budget in a caption line."""
+    """A Markdown table (GitHub style) of ``rows``, with the budget and the worst case's coverage
+    in a caption line, and each row's checks in its last column (:data:`MARKDOWN_COLUMNS`)."""
     budgets = sorted({format_eps(r.eps) for r in rows})
     lines = [
         f"Robust accuracy at eps {', '.join(budgets)} (L-inf); worst-case counts a sample only if it "
-        "is correct clean and under every attack run.",
+        "is correct clean and under every attack run; " + "; ".join(worst_case_notes(rows) or ["no worst case"])
+        + ". A check that did not run vouches for nothing.",
         "",
-        "| " + " | ".join(title for _, title in COLUMNS) + " |",
-        "| " + " | ".join("---" for _ in COLUMNS) + " |",
+        "| " + " | ".join(title for _, title in MARKDOWN_COLUMNS) + " |",
+        "| " + " | ".join("---" for _ in MARKDOWN_COLUMNS) + " |",
     ]
     for row in rows:
-        lines.append("| " + " | ".join(cell(row, key) for key, _ in COLUMNS) + " |")
+        lines.append("| " + " | ".join(cell(row, key) for key, _ in MARKDOWN_COLUMNS) + " |")
     flagged = [(r, w) for r in rows for w in r.warnings]
     if flagged:
         lines.append("")
@@ -127,4 +177,5 @@ def to_markdown(rows: Sequence[CompareRow]) -> str:
 
 
 def as_dicts(rows: Sequence[CompareRow]) -> list[dict[str, Any]]:
-    return [attrs.asdict(r) for r in rows]
+    """The rows for ``--json``; each check as in ``eval.json`` (with ``status``)."""
+    return [attrs.asdict(r) | {"checks": [c.to_dict() for c in r.checks]} for r in rows]

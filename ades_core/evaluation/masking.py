@@ -2,9 +2,16 @@
 
 A defense that breaks gradients (quantised or randomised inputs, saturated
 softmax, shattered gradients) looks robust to gradient attacks without being
-robust. Four symptoms give it away (Athalye et al. 2018; Carlini et al. 2019,
-"On Evaluating Adversarial Robustness", section 5):
+robust. Five symptoms give it away (Athalye et al. 2018; Carlini et al. 2019,
+"On Evaluating Adversarial Robustness", section 5; Croce & Hein 2020):
 
+``zero-gradients``
+    the input gradient of the cross-entropy must not be all zero (or not
+    finite) on any check sample: a gradient attack cannot move such a sample
+    at all (a quantised or otherwise non-differentiable input layer). Only
+    this check sees such a model when Square cannot run: its PGD accuracy
+    equals its clean accuracy at every budget and every number of steps, so
+    the ladder is flat and more steps change nothing;
 ``eps-monotone``
     robust accuracy must not rise as the budget grows (PGD-20 on a ladder of
     budgets, and on the ``--eps-sweep`` when one was run);
@@ -17,7 +24,7 @@ robust. Four symptoms give it away (Athalye et al. 2018; Carlini et al. 2019,
 ``large-eps``
     at a budget no model resists (64/255) accuracy must be near zero.
 
-All four run on the same ``n`` samples: drawn at random (from the seed) among
+All five run on the same ``n`` samples: drawn at random (from the seed) among
 the *clean-correct* evaluation samples, so that every sample can show an
 effect (a clean-wrong sample is never robust, whatever the attack) and no
 class dominates (evaluation sets are often ordered by class). A model that
@@ -26,7 +33,9 @@ fails ``large-eps``, instead of passing every check vacuously on samples it
 never got right.
 "Noise" is a paired-comparison tolerance: two binomial standard errors of the
 larger accuracy, and never less than one sample. A failed check is a
-*warning*: the numbers are reported, and the check says which to distrust.
+*warning*: the numbers are reported, and the check says which to distrust. A
+check that could not run (Square without pyautoattack) is reported as
+``not-run``: it vouches for nothing, and is never shown as passed.
 """
 
 from __future__ import annotations
@@ -40,12 +49,16 @@ import torch
 from attrs import validators as v
 from torch import Tensor, nn
 
-from ades_core.attacks.autoattack import Square, torchattacks_available
+from ades_core.attacks.autoattack import Square, pyautoattack_available
+from ades_core.attacks.gradients import loss_input_gradient
+from ades_core.attacks.losses import cross_entropy
 from ades_core.config import format_eps
-from ades_core.data import ImageTensors
+from ades_core.data import DeviceLoader, ImageTensors
 from ades_core.distributed import DistributedContext
+from ades_core.evaluation.resume import ResumeStore
 from ades_core.evaluation.runner import Outcome, attack_outcome
 from ades_core.evaluation.specs import DEFAULT_ALPHA, pgd_spec
+from ades_core.model_mode import eval_mode
 
 
 def check_samples(clean: Tensor, n: int, seed: int) -> Tensor:
@@ -73,6 +86,9 @@ class MaskingCheckConfig:
             AutoAttack's 5000 only makes the check more conservative: a weaker
             black-box attack beating the white-box ones is a stronger signal).
         noise_z: the tolerance in binomial standard errors.
+        zero_gradients_max_frac: the largest fraction of check samples with an
+            all-zero or non-finite input gradient that passes (0: none, as
+            AutoAttack's own check).
     """
 
     n: int = attrs.field(default=200, validator=v.ge(1))
@@ -83,19 +99,64 @@ class MaskingCheckConfig:
     more_steps: int = attrs.field(default=100, validator=v.ge(1))
     square_queries: int = attrs.field(default=1000, validator=v.ge(1))
     noise_z: float = attrs.field(default=2.0, validator=v.ge(0.0))
+    zero_gradients_max_frac: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.le(1.0)])
+
+
+CHECK_STATUSES: tuple[str, ...] = ("passed", "failed", "not-run")
+"""What a check can say: it ran and passed, it ran and failed (a warning), or it could not run."""
 
 
 @attrs.frozen(kw_only=True)
 class CheckResult:
-    """One check: passed or not, a one-line message, and the numbers behind it."""
+    """One check: its status, a one-line message, and the numbers behind it.
+
+    Attributes:
+        status: ``passed``; ``failed``, a warning whose message says which
+            number to distrust; or ``not-run``, what the check needs is missing
+            (it vouches for nothing: neither passed nor failed).
+    """
 
     name: str
-    passed: bool
+    status: str = attrs.field(validator=v.in_(CHECK_STATUSES))
     message: str
     details: dict[str, Any] = attrs.field(factory=dict)
 
+    @property
+    def passed(self) -> bool:
+        """Ran and passed (``False`` for a check that did not run)."""
+        return self.status == "passed"
+
+    @property
+    def failed(self) -> bool:
+        """Ran and failed: a warning."""
+        return self.status == "failed"
+
     def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        """``{name, status, passed, message, details}`` for ``eval.json`` (``passed`` as :attr:`passed`)."""
+        return {"name": self.name, "status": self.status, "passed": self.passed, "message": self.message,
+                "details": dict(self.details)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> CheckResult:
+        """A check read back from ``eval.json``; files from before ``status`` existed
+        carry only ``passed``, and a black-box check they skipped had ``details.skipped``."""
+        details = dict(raw.get("details") or {})
+        status = raw.get("status")
+        if status is None:
+            status = "not-run" if details.get("skipped") else ("passed" if raw.get("passed") else "failed")
+        return cls(name=raw["name"], status=status, message=raw.get("message", ""), details=details)
+
+
+def summarise_checks(checks: Sequence[CheckResult]) -> str:
+    """One line: ``"4 passed, 1 not run (black-box)"``; failed and not-run checks are named."""
+    if not checks:
+        return "none run"
+    parts = []
+    for status, words in (("passed", "passed"), ("failed", "failed"), ("not-run", "not run")):
+        names = [c.name for c in checks if c.status == status]
+        if names:
+            parts.append(f"{len(names)} {words}" + ("" if status == "passed" else f" ({', '.join(names)})"))
+    return ", ".join(parts)
 
 
 def noise(n: int, accuracy: float, z: float = 2.0) -> float:
@@ -125,7 +186,7 @@ def check_monotone(
         e0, a0, e1, a1 = rises[0]
         return CheckResult(
             name="eps-monotone",
-            passed=False,
+            status="failed",
             message=(
                 f"robust accuracy rises with eps{where}: {_pct(a0)} at {format_eps(e0)} but "
                 f"{_pct(a1)} at {format_eps(e1)} (n={n} clean-correct); gradients may be masked"
@@ -133,7 +194,8 @@ def check_monotone(
             details=details,
         )
     return CheckResult(
-        name="eps-monotone", passed=True, message=f"robust accuracy does not rise with eps{where}", details=details
+        name="eps-monotone", status="passed", message=f"robust accuracy does not rise with eps{where}",
+        details=details,
     )
 
 
@@ -145,7 +207,7 @@ def check_more_steps(few: float, many: float, n: int, steps: tuple[int, int], *,
     if many > few + tolerance:
         return CheckResult(
             name="more-steps",
-            passed=False,
+            status="failed",
             message=(
                 f"PGD-{high} ({_pct(many)}) is more accurate than PGD-{low} ({_pct(few)}) (n={n} clean-correct): "
                 "more steps should never help the model; gradients may be masked"
@@ -155,7 +217,7 @@ def check_more_steps(few: float, many: float, n: int, steps: tuple[int, int], *,
     if many < few - tolerance:
         return CheckResult(
             name="more-steps",
-            passed=False,
+            status="failed",
             message=(
                 f"PGD-{low} has not converged: PGD-{high} is {_pct(few - many)} lower "
                 f"({_pct(few)} -> {_pct(many)}, n={n} clean-correct); PGD-{low} flatters this model"
@@ -163,7 +225,8 @@ def check_more_steps(few: float, many: float, n: int, steps: tuple[int, int], *,
             details=details,
         )
     return CheckResult(
-        name="more-steps", passed=True, message=f"PGD-{high} agrees with PGD-{low} within noise", details=details
+        name="more-steps", status="passed", message=f"PGD-{high} agrees with PGD-{low} within noise",
+        details=details,
     )
 
 
@@ -174,7 +237,7 @@ def check_black_box(black: float, white: float, n: int, *, z: float = 2.0) -> Ch
     if black < white - tolerance:
         return CheckResult(
             name="black-box",
-            passed=False,
+            status="failed",
             message=(
                 f"black-box Square ({_pct(black)}) beats the white-box attacks ({_pct(white)}) (n={n} clean-correct): "
                 "the gradients are not pointing where the model is weak; gradients may be masked"
@@ -182,7 +245,54 @@ def check_black_box(black: float, white: float, n: int, *, z: float = 2.0) -> Ch
             details=details,
         )
     return CheckResult(
-        name="black-box", passed=True, message="black-box Square does not beat the white-box attacks", details=details
+        name="black-box", status="passed", message="black-box Square does not beat the white-box attacks",
+        details=details,
+    )
+
+
+def zero_gradient_samples(
+    model: nn.Module,
+    data: ImageTensors,
+    *,
+    batch_size: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """bool ``(N,)`` on the CPU: the samples of ``data`` whose input gradient of the
+    cross-entropy (at the clean image, true label) is all zero or has a non-finite entry.
+
+    The gradient is the one the attacks follow (:func:`~ades_core.attacks.gradients.loss_input_gradient`,
+    float32 direction under autocast). The model runs in eval mode (its modes
+    restored after); parameter gradients are not touched.
+    """
+    flags = []
+    loader = DeviceLoader(data, batch_size=batch_size, device=device, shuffle=False, augment=False)
+    with eval_mode(model):
+        for x, y, _ in loader:
+            grad, _ = loss_input_gradient(model, x, y, cross_entropy, autocast_dtype=autocast_dtype)
+            flat = grad.flatten(1)
+            flags.append((flat == 0).all(dim=1) | ~torch.isfinite(flat).all(dim=1))
+    return torch.cat(flags).cpu() if flags else torch.zeros(0, dtype=torch.bool)
+
+
+def check_zero_gradients(zero: int, n: int, max_frac: float = 0.0) -> CheckResult:
+    """At most ``max_frac`` of the ``n`` check samples may have an all-zero or non-finite input gradient."""
+    fraction = zero / n if n else 0.0
+    details = {"zero_or_nonfinite": zero, "fraction": fraction, "n": n, "max_frac": max_frac}
+    if fraction > max_frac:
+        return CheckResult(
+            name="zero-gradients",
+            status="failed",
+            message=(
+                f"{zero} of {n} clean-correct samples ({_pct(fraction)}) have an input gradient that is all "
+                "zero or not finite: gradient attacks cannot move them, so their robust accuracy means "
+                "nothing; gradients are masked (a quantised or non-differentiable input layer?)"
+            ),
+            details=details,
+        )
+    return CheckResult(
+        name="zero-gradients", status="passed",
+        message="every sample has a finite, non-zero input gradient", details=details,
     )
 
 
@@ -192,7 +302,7 @@ def check_large_eps(acc: float, eps: float, n: int, max_acc: float) -> CheckResu
     if acc > max_acc:
         return CheckResult(
             name="large-eps",
-            passed=False,
+            status="failed",
             message=(
                 f"robust accuracy at eps {format_eps(eps)} is {_pct(acc)} (n={n} clean-correct), not near zero "
                 f"(<= {_pct(max_acc)}); the attack is not reaching the model, or the model barely "
@@ -201,7 +311,7 @@ def check_large_eps(acc: float, eps: float, n: int, max_acc: float) -> CheckResu
             details=details,
         )
     return CheckResult(
-        name="large-eps", passed=True, message=f"accuracy at eps {format_eps(eps)} is near zero", details=details
+        name="large-eps", status="passed", message=f"accuracy at eps {format_eps(eps)} is near zero", details=details
     )
 
 
@@ -219,8 +329,9 @@ def run_masking_checks(
     sweep: tuple[Sequence[float], Sequence[float], int] | None = None,
     progress: Callable[[str], None] | None = None,
     distributed: DistributedContext | None = None,
+    resume: ResumeStore | None = None,
 ) -> list[CheckResult]:
-    """Run the four checks on ``config.n`` random clean-correct samples of ``data``.
+    """Run the five checks on ``config.n`` random clean-correct samples of ``data``.
 
     Args:
         clean: bool ``(N,)``, clean correctness of ``data`` (from the evaluation).
@@ -229,9 +340,12 @@ def run_masking_checks(
         progress: called with a short description before each attack run.
         distributed: this rank's context under ``torchrun``: every attack run
             is sharded over the ranks and every rank returns the same checks.
+        resume: the evaluation's resume state; each attack run of the checks
+            keeps its finished batches there (rows named ``check:...``).
 
-    The black-box check is skipped (reported as passed with a note) when
-    torchattacks is not installed.
+    The black-box check is reported ``not-run`` when pyautoattack is not
+    installed. ``zero-gradients`` computes one gradient per sample, the same on
+    every rank.
     """
     chosen = check_samples(clean, config.n, seed)
     count = len(chosen)
@@ -246,7 +360,12 @@ def run_masking_checks(
         return attack_outcome(
             model, subset, attack, budget, clean=clean, batch_size=batch_size, device=device,
             seed=seed, autocast_dtype=autocast_dtype, distributed=distributed,
+            checkpoint=None if resume is None else resume.row(f"check:pgd{spec_steps}@{budget!r}"),
         )
+
+    say(f"check: input gradients on {count}")
+    zero = zero_gradient_samples(model, subset, batch_size=batch_size, device=device, autocast_dtype=autocast_dtype)
+    gradients = check_zero_gradients(int(zero.sum()), count, config.zero_gradients_max_frac)
 
     ladder = sorted({min(1.0, f * eps) for f in config.ladder if f * eps > 0} | {config.large_eps})
     outcomes = {budget: run(config.steps, budget) for budget in ladder}
@@ -254,7 +373,8 @@ def run_masking_checks(
         outcomes[eps] = run(config.steps, eps)
     z = config.noise_z
     results = [
-        check_monotone(list(outcomes), [o.accuracy for o in outcomes.values()], count, z=z, where=" (PGD ladder)")
+        gradients,
+        check_monotone(list(outcomes), [o.accuracy for o in outcomes.values()], count, z=z, where=" (PGD ladder)"),
     ]
     if sweep is not None and len(sweep[0]) >= 2:
         results.append(check_monotone(sweep[0], sweep[1], sweep[2], z=z, where=" (eps sweep)"))
@@ -263,21 +383,22 @@ def run_masking_checks(
     more = run(config.more_steps, eps)
     results.append(check_more_steps(base.accuracy, more.accuracy, count, (config.steps, config.more_steps), z=z))
 
-    if torchattacks_available():
+    if pyautoattack_available():
         say(f"check: Square ({config.square_queries} queries) at {format_eps(eps)} on {count}")
         square = attack_outcome(
             model, subset, Square(n_queries=config.square_queries), eps, clean=clean,
             batch_size=batch_size, device=device, seed=seed, autocast_dtype=autocast_dtype,
             distributed=distributed,
+            checkpoint=None if resume is None else resume.row(f"check:square{config.square_queries}@{eps!r}"),
         )
         white = float((base.correct & more.correct).float().mean()) if count else 0.0
         results.append(check_black_box(square.accuracy, white, count, z=z))
     else:
         results.append(
             CheckResult(
-                name="black-box", passed=True,
-                message="skipped: Square needs torchattacks (pip install 'ades[autoattack]')",
-                details={"skipped": True},
+                name="black-box", status="not-run",
+                message="not run: Square needs pyautoattack (pip install pyautoattack==0.2.0)",
+                details={"needs": "pyautoattack"},
             )
         )
 

@@ -6,19 +6,25 @@ Layout (version 1)::
       "format": "ades-eval", "version": 1,
       "model": "runs/x/model.safetensors", "run_dir": "runs/x" | null,
       "defense": "ades", "backbone": "ades_cnn_small",
-      "dataset": {"name", "data_dir", "split": "test", "n", "subset", "subset_seed"},
-      "device": "cpu", "batch_size": 256, "world_size": 1, "versions": {...},
-      "n", "eps", "eps_text", "seed", "clean_acc",
+      "external_model": null | {"arch", "weights", "num_classes", "mean", "std"},
+      "dataset": {"name", "data_dir", "split": "test", "n", "subset",
+                  "order": "random" | "first" | "all", "subset_seed" (null unless random)},
+      "device": "cpu", "batch_size": 256, "world_size": 1,
+      "versions": {"ades", "torch", "pyautoattack", "torchattacks"},
+      "n", "eps", "eps_text", "seed", "precision": {"dtype": "fp32", "tf32": false}, "clean_acc",
       "attacks": [{"name", "eps", "eps_text", "n", "clean_acc", "robust_acc", "seconds",
-                   "settings": {...}, "white_box"}, ...],
+                   "settings": {"attack", "implementation", ...}, "white_box"}, ...],
       "worst_case": {... same keys, "settings": {"attacks": [...]}} | null,
       "sweep": {"attack": "pgd20", "points": [{... same keys}, ...]},
-      "checks": [{"name", "passed", "message", "details"}, ...],
-      "warnings": ["..."],
+      "checks": [{"name", "status": "passed" | "failed" | "not-run", "passed", "message", "details"}, ...],
+      "warnings": ["..."],                       (the messages of the failed checks)
       "seconds": total
     }
 
-Accuracies are fractions in [0, 1]; budgets are in [0, 1] pixel scale.
+Accuracies are fractions in [0, 1]; budgets are in [0, 1] pixel scale. Each
+attack's ``settings.implementation`` names the code that ran it
+(``ades==0.1.0`` for PGD and CW, ``pyautoattack==0.2.0`` for the official
+AutoAttack and Square, ``torchattacks==3.5.1`` for its re-implementation).
 ``world_size`` is the number of ``torchrun`` processes the evaluation was
 sharded over (1 alone); ``device`` is rank 0's.
 """
@@ -68,13 +74,14 @@ def build_report(
         "model": str(info.model_file),
         "run_dir": None if info.run_dir is None else str(info.run_dir),
         "defense": info.defense,
+        "external_model": info.external,
         "backbone": info.backbone,
         "dataset": data.describe(),
         "device": str(device),
         "batch_size": batch_size,
         "world_size": world_size,
         "torch_threads": torch.get_num_threads(),
-        "versions": {d: _version(d) for d in ("ades", "torch", "torchattacks")},
+        "versions": {d: _version(d) for d in ("ades", "torch", "pyautoattack", "torchattacks")},
         **result.to_dict(),
     }
 

@@ -14,6 +14,16 @@ and of how its batches are spread over ``torchrun`` ranks (``distributed``:
 see :mod:`ades_core.evaluation.sharding`). The model is used in eval mode with
 every submodule's mode restored afterwards; no parameter, gradient or BN
 statistic changes.
+
+Correct means strictly: a sample counts as correct when its true logit is
+larger than every other one, ``z_y > max_{j != y} z_j``
+(:func:`strictly_correct`); a tie is an error, whatever the class indices.
+Every scoring pass runs in eval mode, and an attack that leaves a submodule
+in another mode or changes a buffer (BN statistics) is refused
+(:class:`AttackContractError`) rather than scored.
+
+With a :class:`~ades_core.evaluation.resume.RowCheckpoint`, each finished
+batch's flags are stored and a resumed run skips the stored batches.
 """
 
 from __future__ import annotations
@@ -28,7 +38,9 @@ from ades_core.data import DeviceLoader, ImageTensors
 from ades_core.distributed import DistributedContext
 from ades_core.evaluation.sharding import batch_seed, merge_flags, shard_range
 from ades_core.model_mode import autocast_for, eval_mode
+from ades_core.evaluation.resume import RowCheckpoint
 from ades_core.protocols import BudgetedAttack
+from ades_core.scoring import strictly_correct
 
 
 @attrs.frozen(eq=False)
@@ -92,7 +104,8 @@ def clean_correct(
         with eval_mode(model), torch.no_grad():
             for x, y, _ in loader:
                 with autocast_for(x, autocast_dtype):
-                    parts.append(model(x).argmax(dim=1) == y)
+                    logits = model(x)
+                parts.append(strictly_correct(logits, y))
         correct[start:stop] = torch.cat(parts).cpu()
     return merge_flags(correct, distributed)
 
@@ -103,7 +116,50 @@ before the attack is rejected: float32 rounding of ``x +- eps`` is ~1e-7."""
 
 
 class AttackContractError(ValueError):
-    """An attack returned inputs outside the L-inf ball or [0, 1]: its accuracy would be meaningless."""
+    """An attack broke its contract (inputs outside the L-inf ball or [0, 1], the model's
+    modes or buffers changed): its accuracy would be meaningless."""
+
+
+def _attack_name(attack: BudgetedAttack) -> str:
+    name = getattr(attack, "name", None)  # a display name only: any object may lack it
+    return name if isinstance(name, str) else type(attack).__name__
+
+
+class ModelGuard:
+    """Refuse an attack that leaves the model in other modes or with other buffers.
+
+    Taken inside :func:`~ades_core.model_mode.eval_mode`, so every submodule
+    is in eval mode; :meth:`after_attack` checks (host-side, no device read)
+    that it still is, and accumulates on the device whether any buffer (BN
+    running statistics, ``num_batches_tracked``) differs from its value here;
+    :meth:`check_buffers` reads that once.
+    """
+
+    def __init__(self, model: nn.Module, attack: BudgetedAttack) -> None:
+        self.model = model
+        self.attack = attack
+        self.modes = [m.training for m in model.modules()]
+        self.buffers = [b.detach().clone() for b in model.buffers()]
+        self.changed: Tensor | None = None
+
+    def after_attack(self) -> None:
+        modes = [m.training for m in self.model.modules()]
+        if modes != self.modes:
+            moved = sum(a != b for a, b in zip(modes, self.modes, strict=True))
+            raise AttackContractError(
+                f"attack {_attack_name(self.attack)} left {moved} submodule(s) of the model in another "
+                "train/eval mode; an attack must restore every submodule's mode (its results are not scored)"
+            )
+        for now, before in zip(self.model.buffers(), self.buffers, strict=True):
+            differs = (now.detach() != before).any()
+            self.changed = differs if self.changed is None else self.changed | differs
+
+    def check_buffers(self) -> None:
+        if self.changed is not None and bool(self.changed):
+            raise AttackContractError(
+                f"attack {_attack_name(self.attack)} changed the model's buffers (BN running statistics); "
+                "it ran the model in train mode, so every later result would be of another model"
+            )
 
 
 def _outside(x: Tensor, x_adv: Tensor, eps: Tensor | float) -> Tensor:
@@ -119,9 +175,8 @@ def _check_inside(excess: Tensor, attack: BudgetedAttack, eps: Tensor | float) -
     """One host read per attack run: refuse results from inputs outside the ball or the box."""
     worst = float(excess)
     if worst > BALL_TOLERANCE:
-        name = getattr(attack, "name", type(attack).__name__)
         raise AttackContractError(
-            f"attack {name} returned inputs up to {worst:.3g} outside the L-inf ball "
+            f"attack {_attack_name(attack)} returned inputs up to {worst:.3g} outside the L-inf ball "
             f"(eps {float(eps.max()) if isinstance(eps, Tensor) else eps:.4g}) or [0, 1]; "
             "its accuracy would not be robust accuracy at that budget: fix the attack"
         )
@@ -139,6 +194,7 @@ def attack_outcome(
     seed: int = 0,
     autocast_dtype: torch.dtype | None = None,
     distributed: DistributedContext | None = None,
+    checkpoint: RowCheckpoint | None = None,
 ) -> Outcome:
     """Which samples stay correct under ``attack`` at budget ``eps`` ([0, 1] pixel scale).
 
@@ -146,9 +202,17 @@ def attack_outcome(
     ``batch_size`` of them in index order; the others are reported as not
     robust. Each batch's randomness is seeded from ``seed`` and the global
     index of its first sample, so the outcome is deterministic for ``seed``.
+    Robustness is decided here, by the model on the returned images
+    (:func:`strictly_correct`, eval mode), never by an attack's own flags.
     With ``distributed``, the attacked batches are split into contiguous
     shares, one per rank, and every rank returns the outcome of the whole
-    split, equal to the single-process one.
+    split, equal to the single-process one. With ``checkpoint``, batches
+    already stored are not attacked again and new ones are stored as they
+    finish (one host read per batch).
+
+    Raises:
+        AttackContractError: the attack returned inputs outside the ball or
+            [0, 1], or changed the model's modes or buffers.
     """
     start = time.perf_counter()
     index = clean.nonzero().squeeze(1)
@@ -157,19 +221,33 @@ def attack_outcome(
     correct = torch.zeros(len(data), dtype=torch.bool)
     if len(mine):
         loader = DeviceLoader(select(data, mine), batch_size=batch_size, device=device, shuffle=False, augment=False)
-        seeds = [batch_seed(seed, i) for i in mine[::batch_size].tolist()]
-        parts = []
+        firsts = mine[::batch_size].tolist()
+        parts: list[Tensor] = []
         excess = torch.zeros((), device=device)  # the largest step outside the ball or the box
-        with torch.random.fork_rng(devices=_rng_devices(device)):
-            with eval_mode(model):
-                for batch_seed_value, (x, y, _) in zip(seeds, loader, strict=True):
-                    torch.manual_seed(batch_seed_value)
-                    x_adv = attack(model, x, y, eps)
-                    excess = torch.maximum(excess, _outside(x, x_adv, eps))
-                    with torch.no_grad(), autocast_for(x_adv, autocast_dtype):
-                        parts.append(model(x_adv).argmax(dim=1) == y)
+        with torch.random.fork_rng(devices=_rng_devices(device)), eval_mode(model):
+            guard = ModelGuard(model, attack)
+            for first_index, (x, y, _) in zip(firsts, loader, strict=True):
+                stored = None if checkpoint is None else checkpoint.get(first_index, len(y))
+                if stored is not None:
+                    parts.append(stored.to(device))
+                    continue
+                torch.manual_seed(batch_seed(seed, first_index))
+                x_adv = attack(model, x, y, eps)
+                guard.after_attack()
+                excess = torch.maximum(excess, _outside(x, x_adv, eps))
+                with eval_mode(model), torch.no_grad(), autocast_for(x_adv, autocast_dtype):
+                    logits = model(x_adv)
+                flags = strictly_correct(logits, y)
+                parts.append(flags)
+                if checkpoint is not None:  # check before storing: a stored batch is never re-checked
+                    _check_inside(excess, attack, eps)
+                    guard.check_buffers()
+                    checkpoint.put(first_index, flags)
         _check_inside(excess, attack, eps)
+        guard.check_buffers()
         correct[mine] = torch.cat(parts).cpu()
+    if checkpoint is not None:
+        checkpoint.finish()
     correct = merge_flags(correct, distributed)
     _sync(device)
     return Outcome(correct=correct, seconds=time.perf_counter() - start)

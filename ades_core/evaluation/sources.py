@@ -3,7 +3,11 @@
 A run folder holds ``config.json`` (with ``resolved``: classes, sizes) and
 ``model.safetensors`` (whose metadata repeats the run config). A bare model
 file is enough too: the dataset and data folder recorded in its metadata are
-used unless overridden.
+used unless overridden. A model ades did not train is described by
+:func:`ades_core.evaluation.external.load_external_model` instead.
+
+Only the test split is loaded (:func:`ades_core.data.load_test_split`): an
+evaluation reads no training data.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from typing import Any
 
 import attrs
 
-from ades_core.data import DataRequest, ImageTensors, load_datasets
+from ades_core.data import DataRequest, ImageTensors, load_test_split
+from ades_core.data.datasets import SUBSET_ORDERS
 from ades_core.engine.checkpoint import MODEL_FILE, read_run_config, read_spec, resolve_model_file
 from ades_core.engine.run_folder import CONFIG_FILE, METRICS_FILE
 
@@ -35,16 +40,21 @@ class RunInfo:
         config: the run config (``config.json`` with ``resolved``, else the
             model file's metadata), or an empty dict when neither exists.
         num_classes: the classifier's number of outputs.
+        external: for a model ades did not train, what it was loaded from
+            (architecture, weights file, classes, normalisation; written into
+            ``eval.json`` as ``external_model``), else ``None``.
     """
 
     model_file: Path
     run_dir: Path | None
     config: dict[str, Any]
     num_classes: int
+    external: dict[str, Any] | None = None
 
     @property
     def defense(self) -> str | None:
-        return self.config.get("defense")
+        """The run's defense; ``"external"`` for a model ades did not train."""
+        return self.config.get("defense") or ("external" if self.external is not None else None)
 
     @property
     def backbone(self) -> str | None:
@@ -81,16 +91,29 @@ def describe_run(path: str | Path) -> RunInfo:
     return RunInfo(model_file=model_file, run_dir=run_dir, config=config, num_classes=spec.num_classes)
 
 
+EVAL_ORDERS: tuple[str, ...] = SUBSET_ORDERS
+"""How ``n`` test images are chosen: ``random`` (a seeded draw) or ``first`` (indices ``0..n-1``)."""
+
+
 @attrs.frozen(kw_only=True)
 class EvalData:
-    """The evaluation split and where it came from (written into ``eval.json``)."""
+    """The evaluation split and where it came from (written into ``eval.json``).
+
+    Attributes:
+        subset: the ``n`` asked for, or ``None`` for the whole test split.
+        order: ``"random"`` (a uniform draw of ``subset`` images from
+            ``subset_seed``), ``"first"`` (the first ``subset`` in dataset
+            order) or ``"all"`` (the whole split, in dataset order).
+        subset_seed: the seed of a random subset; ``None`` otherwise.
+    """
 
     data: ImageTensors
     dataset: str
     data_dir: str
     n: int
     subset: int | None
-    subset_seed: int
+    subset_seed: int | None
+    order: str = "random"
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -99,6 +122,7 @@ class EvalData:
             "split": "test",
             "n": self.n,
             "subset": self.subset,
+            "order": self.order,
             "subset_seed": self.subset_seed,
         }
 
@@ -110,19 +134,24 @@ def load_test_data(
     data_dir: str | Path | None = None,
     n: int | None = None,
     seed: int = 0,
+    order: str = "random",
     image_size: int | None = None,
     download: bool = False,
 ) -> EvalData:
     """The test split for ``info``'s model: the run's dataset and folder unless overridden.
 
-    ``n`` draws a uniform random subset of that many test images from ``seed``
-    (the same draw as a run's ``test_subset`` with the same seed); ``None``
-    takes the whole split.
+    Only the test split is read (:func:`~ades_core.data.load_test_split`).
+    ``n`` takes that many test images: with ``order="random"`` a uniform random
+    subset drawn from ``seed`` (the same draw as a run's ``test_subset`` with
+    the same seed), with ``order="first"`` the first ``n`` in dataset order
+    (indices ``0..n-1``, as RobustBench evaluates); ``None`` takes the whole split.
 
     Raises:
-        EvalSourceError: no dataset recorded and none given, or classes that do
-            not match the model.
+        EvalSourceError: no dataset recorded and none given, an unknown order,
+            or classes that do not match the model.
     """
+    if order not in EVAL_ORDERS:
+        raise EvalSourceError(f"order must be one of {', '.join(EVAL_ORDERS)}, got {order!r}")
     recorded = info.config.get("data", {})
     dataset = dataset or recorded.get("dataset")
     data_dir = data_dir or recorded.get("data_dir")
@@ -133,10 +162,9 @@ def load_test_data(
             f"{info.model_file} records no dataset; pass --dataset and --data-dir"
         )
     request = DataRequest(
-        root=data_dir, train_subset=1, test_subset=n, seed=seed, download=download, image_size=image_size
+        root=data_dir, test_subset=n, seed=seed, subset_order=order, download=download, image_size=image_size
     )
-    splits = load_datasets(dataset, request)
-    test = splits.test
+    test = load_test_split(dataset, request)
     if len(test.classes) != info.num_classes:
         raise EvalSourceError(
             f"the model has {info.num_classes} outputs but {dataset} at {data_dir} has "
@@ -148,5 +176,11 @@ def load_test_data(
             f"ones the model was trained on ({', '.join(info.classes[:4])}, ...)"
         )
     return EvalData(
-        data=test, dataset=dataset, data_dir=str(data_dir), n=len(test), subset=n, subset_seed=seed
+        data=test,
+        dataset=dataset,
+        data_dir=str(data_dir),
+        n=len(test),
+        subset=n,
+        subset_seed=seed if n is not None and order == "random" else None,
+        order=order if n is not None else "all",
     )

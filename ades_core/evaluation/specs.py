@@ -1,4 +1,4 @@
-"""Evaluation attacks by name: ``pgd20``, ``pgd100``, ``cw``, ``fgsm``, ``autoattack``, ``square``.
+"""Evaluation attacks by name: ``pgd20``, ``pgd100``, ``cw``, ``fgsm``, ``autoattack``, ``square``, ...
 
 An :class:`AttackSpec` names one attack of an evaluation: a label for tables
 and ``eval.json`` (``pgd20``), the registered attack it builds (``pgd`` in
@@ -10,14 +10,19 @@ resolved by :func:`resolve_attack`:
                 (``pgd20`` is the paper's evaluation attack)
 ``cw`` / ``cwN``  the same PGD maximising the CW margin loss (``cw`` = 20 steps)
 ``fgsm``        one sign step of size eps (quick checks only)
-``autoattack``  standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square; torchattacks)
-``square``      Square, 5000 queries: black-box
+``autoattack``  the official standard AutoAttack (APGD-CE, APGD-T, FAB-T,
+                Square; the authors' code from pyautoattack)
+``autoattack-rand``  the official version for randomised models (EOT)
+``autoattack-plus``  the official AutoAttack+ (restarts, untargeted components)
+``autoattack-torchattacks``  torchattacks' re-implementation, for comparison
+``square``      the official Square, 5000 queries: black-box
 any other       a name registered in ``ATTACKS`` (plugins too), default options
 ==============  =============================================================
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 from typing import Any
 
@@ -29,10 +34,17 @@ from ades_core.protocols import BudgetedAttack
 from ades_core.registries import ATTACKS
 from ades_core.registry import RegistryError
 
+def _ades_version() -> str:
+    try:
+        return importlib.metadata.version("ades")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 DEFAULT_ALPHA = 2 / 255
 """PGD step size of the evaluation attacks ([0, 1] pixel scale)."""
 
-GRADIENT_FREE = frozenset({"autoattack", "square"})
+GRADIENT_FREE = frozenset({"autoattack", "autoattack-plus", "autoattack-torchattacks", "square"})
 """Registered attacks that are not purely gradient-based (AutoAttack holds Square)."""
 
 _PGD = re.compile(r"^pgd(\d+)$")
@@ -80,7 +92,14 @@ class AttackSpec:
         own = getattr(attack, "settings", None)
         if callable(own):
             out |= own()
+        out.setdefault("implementation", self.implementation())
         return out
+
+    def implementation(self) -> str:
+        """The code that runs this attack: ``ades==<version>`` for the built-ins, ``dist==version`` for a
+        plugin (an attack's own ``settings()["implementation"]`` takes precedence)."""
+        source = ATTACKS.entry(self.attack).source
+        return f"ades=={_ades_version()}" if source == "ades" else source
 
     def with_alpha(self, alpha: float) -> AttackSpec:
         """The same attack with another PGD step size."""
@@ -88,12 +107,16 @@ class AttackSpec:
 
 
 def pgd_spec(steps: int, *, loss: str = "ce", label: str | None = None, alpha: float = DEFAULT_ALPHA) -> AttackSpec:
-    """PGD with ``steps`` steps of ``alpha``, random start, maximising ``loss``."""
-    options = AttackOptions(name="pgd", steps=steps, alpha=alpha, random_start=True, loss=loss)
+    """PGD with ``steps`` steps of ``alpha``, random start, maximising ``loss``; ``keep_broken``:
+    a sample that any iterate misclassified counts as broken (its settings say so)."""
+    options = AttackOptions(name="pgd", steps=steps, alpha=alpha, random_start=True, loss=loss, keep_broken=True)
     return AttackSpec(label=label or f"pgd{steps}", attack="pgd", options=options)
 
 
-PRESET_NAMES: tuple[str, ...] = ("pgd20", "pgd100", "cw", "fgsm", "autoattack", "square")
+PRESET_NAMES: tuple[str, ...] = (
+    "pgd20", "pgd100", "cw", "fgsm", "autoattack", "autoattack-rand", "autoattack-plus", "autoattack-torchattacks",
+    "square",
+)
 """The names ``ades eval --attack`` documents (``pgdN`` and ``cwN`` work for any N)."""
 
 

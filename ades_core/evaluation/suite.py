@@ -31,9 +31,10 @@ from ades_core.config import format_eps
 from ades_core.data import ImageTensors
 from ades_core.distributed import DistributedContext
 from ades_core.evaluation.masking import CheckResult, MaskingCheckConfig, run_masking_checks
+from ades_core.evaluation.resume import ResumeStore
 from ades_core.evaluation.runner import attack_outcome, clean_correct
 from ades_core.evaluation.specs import AttackSpec, pgd_spec
-from ades_core.model_mode import eval_mode
+from ades_core.model_mode import PRECISIONS, eval_mode, exact_float32
 
 SWEEP_ATTACK = "pgd20"
 
@@ -71,6 +72,7 @@ class EvalResult:
     eps: float
     clean_acc: float
     seed: int
+    precision: str
     attacks: list[AttackRow]
     worst_case: AttackRow | None
     sweep: list[AttackRow]
@@ -80,7 +82,7 @@ class EvalResult:
 
     @property
     def warnings(self) -> list[str]:
-        return [c.message for c in self.checks if not c.passed]
+        return [c.message for c in self.checks if c.failed]
 
     def row(self, name: str) -> AttackRow | None:
         return next((r for r in self.attacks if r.name == name), None)
@@ -91,6 +93,7 @@ class EvalResult:
             "eps": self.eps,
             "eps_text": format_eps(self.eps),
             "seed": self.seed,
+            "precision": {"dtype": self.precision, "tf32": False},
             "clean_acc": self.clean_acc,
             "attacks": [r.to_dict() for r in self.attacks],
             "worst_case": None if self.worst_case is None else self.worst_case.to_dict(),
@@ -112,10 +115,11 @@ def evaluate(
     seed: int = 0,
     sweep: Sequence[float] = (),
     checks: MaskingCheckConfig | None = MaskingCheckConfig(),
-    autocast_dtype: torch.dtype | None = None,
+    precision: str = "fp32",
     progress: Callable[[str], None] | None = None,
     on_row: Callable[[AttackRow], None] | None = None,
     distributed: DistributedContext | None = None,
+    resume: ResumeStore | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``data`` under ``attacks`` at ``eps``, with an optional eps sweep.
 
@@ -127,11 +131,44 @@ def evaluate(
         sweep: budgets for PGD-20 (one row each), plotted by :func:`plot_sweeps`.
         checks: the gradient-masking checks' settings, or ``None`` to skip them.
         seed: every attack run starts from this seed: deterministic results.
+        precision: ``fp32`` (the default, whatever precision training used:
+            float32 arithmetic, TF32 off on CUDA), ``bf16`` or ``fp16``
+            (autocast of the forward passes; AutoAttack and Square always
+            run in float32). Recorded in the result.
         progress: called with a short text before each run (for a CLI).
         on_row: called with each row as soon as it is measured.
         distributed: this rank's context under ``torchrun`` (every rank must
             call :func:`evaluate` with the same arguments); ``None`` alone.
+        resume: this process's resume state: finished batches are read from
+            it and new ones stored (:mod:`ades_core.evaluation.resume`).
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"evaluation precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
+    with exact_float32():
+        return _evaluate(
+            model, data, attacks, eps, device=device, batch_size=batch_size, seed=seed, sweep=sweep, checks=checks,
+            precision=precision, progress=progress, on_row=on_row, distributed=distributed, resume=resume,
+        )
+
+
+def _evaluate(
+    model: nn.Module,
+    data: ImageTensors,
+    attacks: Sequence[AttackSpec],
+    eps: float,
+    *,
+    device: torch.device,
+    batch_size: int,
+    seed: int,
+    sweep: Sequence[float],
+    checks: MaskingCheckConfig | None,
+    precision: str,
+    progress: Callable[[str], None] | None,
+    on_row: Callable[[AttackRow], None] | None,
+    distributed: DistributedContext | None,
+    resume: ResumeStore | None,
+) -> EvalResult:
+    autocast_dtype = PRECISIONS[precision]
     start = time.perf_counter()
     say = progress or (lambda text: None)
     emit = on_row or (lambda row: None)
@@ -151,6 +188,7 @@ def evaluate(
             outcome = attack_outcome(
                 model, data, attack, budget, clean=clean, batch_size=batch_size, device=device,
                 seed=seed, autocast_dtype=autocast_dtype, distributed=distributed,
+                checkpoint=None if resume is None else resume.row(f"{label}@{budget!r}"),
             )
             row = AttackRow(
                 name=label, eps=budget, n=n, clean_acc=clean_acc, robust_acc=outcome.accuracy,
@@ -196,9 +234,9 @@ def evaluate(
             results = run_masking_checks(
                 model, data, eps, clean=clean, config=checks, batch_size=batch_size, device=device,
                 seed=seed, autocast_dtype=autocast_dtype, sweep=sweep_points, progress=say,
-                distributed=distributed,
+                distributed=distributed, resume=resume,
             )
     return EvalResult(
-        n=n, eps=eps, clean_acc=clean_acc, seed=seed, attacks=rows, worst_case=worst_row,
+        n=n, eps=eps, clean_acc=clean_acc, seed=seed, precision=precision, attacks=rows, worst_case=worst_row,
         sweep=sweep_rows, checks=results, seconds=time.perf_counter() - start, per_sample=per_sample,
     )

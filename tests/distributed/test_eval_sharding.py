@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ades_core.attacks import AutoAttack, torchattacks_available
+from ades_core.attacks import AutoAttack
 from ades_core.config import AttackOptions
 from ades_core.engine.checkpoint import ModelSpec, load_model, save_model
 from ades_core.evaluation import (
@@ -83,14 +83,13 @@ def register_test_attacks() -> None:
 
 
 def suite_specs() -> list[AttackSpec]:
-    """PGD-20, the coin PGD and, with torchattacks, a cheap AutoAttack (registered by the caller).
+    """PGD-20, the coin PGD and a cheap official AutoAttack (registered by the caller).
 
     (CW is the same PGD loop with another loss; the CLI comparison runs it.)
     """
     options = AttackOptions(name="pgd")
     specs = [*resolve_attacks(["pgd20"]), AttackSpec(label=COIN_PGD, attack=COIN_PGD, options=options)]
-    if torchattacks_available():
-        specs.append(AttackSpec(label=CHEAP_AUTOATTACK, attack=CHEAP_AUTOATTACK, options=options, white_box=False))
+    specs.append(AttackSpec(label=CHEAP_AUTOATTACK, attack=CHEAP_AUTOATTACK, options=options, white_box=False))
     return specs
 
 
@@ -232,6 +231,78 @@ def test_sharded_ades_eval_writes_the_single_process_report_once(sharded, tiny_r
         {k: v for k, v in single.items() if k not in ignore}
     )
     assert [row["name"] for row in report["attacks"]] == ["pgd5", "cw5"]
+
+
+WORKER_OPTIONS = ["--batch-size", "2", "--seed", str(SEED), "--eps", EPS_TEXT, "--no-checks", "--device", "cpu",
+                  "--quiet"]  # fmt: skip
+
+
+def _start_ranks(run_dir: Path, out: Path, env: dict[str, str], *options: str) -> list[tuple[int, str]]:
+    """Start two ranks directly (as a batch scheduler does, no torchrun agent); their exit codes and stderr."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    worker_file = Path(__file__).with_name("eval_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "WORLD_SIZE": "2", **env}  # fmt: skip
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, str(worker_file), str(run_dir), str(out), *WORKER_OPTIONS, *options], cwd=REPO,
+            env=env | {"RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for r in range(2)
+    ]  # fmt: skip
+    try:
+        outputs = [rank.communicate(timeout=180) for rank in ranks]
+    finally:
+        for rank in ranks:
+            rank.kill()
+    return [(rank.returncode, err) for rank, (_, err) in zip(ranks, outputs)]
+
+
+def test_an_error_on_one_rank_ends_every_rank(tiny_run, tmp_path):
+    """Rank 1 fails inside the evaluation while rank 0 waits for it in the all-reduce of the flags:
+    the failing rank says what went wrong in one line and exits, and no rank is left waiting."""
+    ranks = _start_ranks(tiny_run, tmp_path / "eval.json", {"ADES_TEST_FAIL_RANK": "1"})
+    assert [code != 0 for code, _ in ranks] == [True, True]
+    assert "Error (rank 1 of 2): rank 1 cannot attack this batch" in ranks[1][1], ranks[1][1][-2000:]
+    assert not (tmp_path / "eval.json").exists()
+
+
+def test_a_stopped_sharded_evaluation_resumes_each_shard(tiny_run, tmp_path, one_thread):
+    from click.testing import CliRunner
+
+    from ades_cli.main import cli
+    from ades_core.evaluation.resume import state_path
+
+    out = tmp_path / "eval.json"
+    stopped = _start_ranks(tiny_run, out, {"ADES_TEST_STOP_AT": "1", "ADES_TEST_CALLS": str(tmp_path / "first")})
+    assert [code != 0 for code, _ in stopped] == [True, True]
+    assert [state_path(out, r, 2).is_file() for r in range(2)] == [True, True]  # one state per shard
+    first = [int((tmp_path / "first" / f"rank{r}").read_text()) for r in range(2)]
+    assert first == [1, 1]  # each rank finished one batch before it stopped
+
+    resumed = _start_ranks(tiny_run, out, {"ADES_TEST_CALLS": str(tmp_path / "second")}, "--resume")
+    assert [code for code, _ in resumed] == [0, 0], resumed[0][1][-2000:]
+    second = [int((tmp_path / "second" / f"rank{r}").read_text()) for r in range(2)]
+    # 18 clean-correct in batches of 2: 9 batches, 4 and 5 per rank; the stored one is not attacked again
+    assert second == [4 - 1, 5 - 1]
+    assert not any(state_path(out, r, 2).exists() for r in range(2))
+
+    from tests.distributed.eval_worker import ATTACK, _make
+
+    ATTACKS.register(ATTACK, _make)
+    try:
+        single = CliRunner().invoke(cli, ["eval", str(tiny_run), "--attack", ATTACK, *WORKER_OPTIONS,
+                                          "--out", str(tmp_path / "single.json")])  # fmt: skip
+    finally:
+        ATTACKS.unregister(ATTACK)
+    assert single.exit_code == 0, single.output
+    sharded, alone = json.loads(out.read_text()), json.loads((tmp_path / "single.json").read_text())
+    assert sharded["attacks"][0]["robust_count"] == alone["attacks"][0]["robust_count"]
+    assert sharded["clean_acc"] == alone["clean_acc"]
 
 
 if __name__ == "__main__":

@@ -7,15 +7,23 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ades_core.attacks import FGSM, AutoAttack, MissingDependencyError, Square, torchattacks_available
+from ades_core.attacks import (
+    FGSM,
+    AutoAttack,
+    MissingDependencyError,
+    Square,
+    TorchattacksAutoAttack,
+    torchattacks_available,
+)
 from ades_core.attacks import autoattack as autoattack_module
+from ades_core.attacks import torchattacks_autoattack as torchattacks_module
 from ades_core.evaluation import resolve_attack
 from ades_core.registry import RegistryError
 from tests.evaluation.models import PooledNet
 from tests.strategies import image_batches
 
 needs_torchattacks = pytest.mark.skipif(
-    not torchattacks_available(), reason="needs torchattacks: pip install 'ades[autoattack]'"
+    not torchattacks_available(), reason="needs torchattacks: pip install --no-deps torchattacks==3.5.1"
 )
 
 CHEAP = {
@@ -24,6 +32,8 @@ CHEAP = {
     "fgsm": lambda: resolve_attack("fgsm").build(),
     "square": lambda: Square(n_queries=15),
     "autoattack": lambda: AutoAttack(iterations=2, square_queries=15),
+    "autoattack-rand": lambda: AutoAttack(version="rand", iterations=2),
+    "autoattack-torchattacks": lambda: TorchattacksAutoAttack(iterations=2, square_queries=15),
 }
 
 
@@ -46,7 +56,7 @@ def _budgets(draw_eps, batch: int):
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=needs_torchattacks) if n in ("square", "autoattack") else n for n in sorted(CHEAP)]
+    "name", [pytest.param(n, marks=needs_torchattacks) if n.endswith("torchattacks") else n for n in sorted(CHEAP)]
 )
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(x=image_batches(max_batch=3, max_side=5, channels=st.just(3)), data=st.data())
@@ -72,40 +82,85 @@ def test_attack_respects_budget_box_and_model(name, x, data):
     assert all(p.grad is None and p.requires_grad for p in model.parameters())
 
 
-@needs_torchattacks
-def test_torchattacks_does_not_leave_an_eval_model_in_train_mode_or_reset_the_random_stream():
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: AutoAttack(iterations=2, square_queries=10, seed=7), id="official"),
+        pytest.param(
+            lambda: TorchattacksAutoAttack(iterations=2, square_queries=10, seed=7), id="torchattacks",
+            marks=needs_torchattacks,
+        ),
+    ],
+)
+def test_autoattack_leaves_an_eval_model_in_eval_mode_and_the_random_stream_alone(make):
     model = PooledNet().eval()
     x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     y = model(x).argmax(dim=1)
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    AutoAttack(iterations=2, square_queries=10, seed=7)(model, x, y, 8 / 255)
+    make()(model, x, y, 8 / 255)
     assert not any(m.training for m in model.modules())
     torch.testing.assert_close(torch.rand(3), expected)  # the components' manual_seed did not leak
 
 
-@needs_torchattacks
-def test_autoattack_is_deterministic_for_its_seed():
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: AutoAttack(iterations=3, square_queries=20, seed=5), id="official"),
+        pytest.param(lambda: Square(n_queries=20, seed=5), id="square"),
+        pytest.param(
+            lambda: TorchattacksAutoAttack(iterations=3, square_queries=20, seed=5), id="torchattacks",
+            marks=needs_torchattacks,
+        ),
+    ],
+)
+def test_autoattack_is_deterministic_for_its_seed(make):
     model = PooledNet().eval()
     x = torch.rand(3, 3, 4, 4, generator=torch.Generator().manual_seed(1))
     y = model(x).argmax(dim=1)
-    attack = AutoAttack(iterations=3, square_queries=20, seed=5)
+    attack = make()
     torch.testing.assert_close(attack(model, x, y, 16 / 255), attack(model, x, y, 16 / 255), rtol=0, atol=0)
 
 
-@needs_torchattacks
-def test_autoattack_needs_four_classes():
+@pytest.mark.parametrize(
+    "make", [pytest.param(AutoAttack, id="official"), pytest.param(TorchattacksAutoAttack, marks=needs_torchattacks)]
+)
+def test_autoattack_needs_four_classes(make):
     model = PooledNet(num_classes=3).eval()
     x = torch.rand(2, 3, 4, 4)
     with pytest.raises(ValueError, match="at least 4 classes"):
-        AutoAttack()(model, x, model(x).argmax(dim=1), 8 / 255)
+        make()(model, x, model(x).argmax(dim=1), 8 / 255)
+
+
+def test_the_official_autoattack_reports_the_authors_settings_and_its_own_flags():
+    model = PooledNet(num_classes=10).eval()
+    x = torch.rand(4, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    attack = AutoAttack(seed=0)
+    before = attack.settings()
+    assert before["implementation"] == f"pyautoattack=={autoattack_module.pyautoattack_version()}"
+    assert (before["iterations"], before["square_queries"], before["target_classes"]) == (100, 5000, 9)
+    assert before["components"] == ["apgd-ce", "apgd-t", "fab-t", "square"] and before["standard"]
+    cheap = AutoAttack(iterations=2, square_queries=5, seed=0)
+    cheap(model, x, model(x).argmax(dim=1), 8 / 255)
+    settings = cheap.settings()
+    assert not settings["standard"] and settings["iterations"] == 2
+    assert isinstance(settings["official_flags"], list)
+
+
+def test_missing_pyautoattack_says_how_to_install(monkeypatch):
+    def missing():
+        raise MissingDependencyError("the official AutoAttack needs pyautoattack: pip install pyautoattack==0.2.0")
+
+    monkeypatch.setattr(autoattack_module, "_pyautoattack", missing)
+    with pytest.raises(MissingDependencyError, match=r"pip install pyautoattack==0\.2\.0"):
+        AutoAttack()
 
 
 def test_missing_torchattacks_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(autoattack_module, "torchattacks_available", lambda: False)
-    with pytest.raises(MissingDependencyError, match=r"pip install 'ades\[autoattack\]'"):
-        AutoAttack()
+    monkeypatch.setattr(torchattacks_module, "torchattacks_available", lambda: False)
+    with pytest.raises(MissingDependencyError, match=r"pip install --no-deps torchattacks==3\.5\.1"):
+        TorchattacksAutoAttack()
 
 
 def test_fgsm_moves_every_pixel_to_the_edge_of_the_ball_inside_the_box():
@@ -139,6 +194,8 @@ def test_unknown_attack_lists_the_known_names():
     with pytest.raises(RegistryError) as info:
         resolve_attack("pgdd")
     message = str(info.value)
-    for name in ("autoattack", "cw", "fgsm", "pgd20", "square", "pgdN"):
+    for name in ("autoattack", "autoattack-rand", "autoattack-torchattacks", "cw", "fgsm", "pgd20", "square", "pgdN"):
         assert name in message
-    assert not resolve_attack("autoattack").white_box and not resolve_attack("square").white_box
+    for name in ("autoattack", "autoattack-plus", "autoattack-torchattacks", "square"):
+        assert not resolve_attack(name).white_box  # they hold Square, which uses no gradient
+    assert resolve_attack("autoattack-rand").white_box  # APGD-CE and APGD-DLR only

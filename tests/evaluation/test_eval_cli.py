@@ -9,7 +9,6 @@ from click.testing import CliRunner
 
 from ades_cli.main import cli
 from ades_core import RunConfig, build
-from ades_core.attacks import torchattacks_available
 
 
 @pytest.fixture
@@ -34,7 +33,7 @@ def test_eval_help_names_the_documented_options(runner):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--attack", "pgd20,madry"], "unknown attack 'madry'; known: autoattack, cw, fgsm"),
+        (["--attack", "pgd20,madry"], "unknown attack 'madry'; known: autoattack, autoattack-plus"),
         (["--attack", "pgd20,pgd20"], "more than once: pgd20"),
         (["--eps", "9/0"], "not a number or a fraction like 8/255"),
         (["--eps-sweep", "4/255,2"], "outside [0, 1]"),
@@ -79,7 +78,7 @@ def tiny_run(tmp_path_factory, cifar10_dir):
 
 @pytest.mark.slow
 def test_eval_compare_and_plot_a_real_run(runner, tiny_run, tmp_path):
-    attacks = "pgd20,cw,autoattack" if torchattacks_available() else "pgd20,cw"
+    attacks = "pgd20,cw,autoattack"
     model_bytes = (tiny_run / "model.safetensors").read_bytes()
     args = ["eval", str(tiny_run), "--attack", attacks, "--n", "24", "--eps-sweep", "4/255,8/255",
             "--check-n", "12", "--batch-size", "16", "--plot", str(tmp_path / "one.png")]
@@ -97,8 +96,9 @@ def test_eval_compare_and_plot_a_real_run(runner, tiny_run, tmp_path):
         assert row["eps"] == pytest.approx(8 / 255) and row["n"] == 24 and row["seconds"] >= 0
         assert row["settings"]["attack"] in ("pgd", "autoattack")
     assert [p["eps_text"] for p in report["sweep"]["points"]] == ["4/255", "8/255"]
-    assert {c["name"] for c in report["checks"]} == {"eps-monotone", "more-steps", "black-box", "large-eps"}
-    assert report["warnings"] == [c["message"] for c in report["checks"] if not c["passed"]]
+    checks = {"zero-gradients", "eps-monotone", "more-steps", "black-box", "large-eps"}
+    assert {c["name"] for c in report["checks"]} == checks
+    assert report["warnings"] == [c["message"] for c in report["checks"] if c["status"] == "failed"]
     assert (tmp_path / "one.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tiny_run / "model.safetensors").read_bytes() == model_bytes  # the model file is untouched
 
@@ -113,7 +113,7 @@ def test_eval_compare_and_plot_a_real_run(runner, tiny_run, tmp_path):
     assert compared.exit_code == 0, compared.output
     assert "pgd-at" in compared.output and "PGD-20" in compared.output
     table = markdown.read_text()
-    assert "| method | run | clean | PGD-20 | CW | AutoAttack | worst-case | n | s/epoch |" in table
+    assert "| method | run | clean | PGD-20 | CW | AutoAttack | worst-case | n | s/epoch | checks |" in table
     assert table.count("| pgd-at |") == 2
 
     plotted = runner.invoke(cli, ["plot", str(tiny_run), str(tmp_path / "again.json"), "--label", "a",

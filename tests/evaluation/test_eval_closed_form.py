@@ -1,4 +1,4 @@
-"""PGD-20, CW and the AutoAttack wrapper agree with the exact answer on a linear classifier.
+"""PGD-20, CW and both AutoAttack wrappers agree with the exact answer on a linear classifier.
 
 For ``logits = W x + b`` with inputs far enough from 0 and 1 that the box does
 not bind, a sample is robust at eps exactly when
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ades_core.attacks import AutoAttack, torchattacks_available
+from ades_core.attacks import AutoAttack, TorchattacksAutoAttack, torchattacks_available
 from ades_core.evaluation import attack_outcome, clean_correct, resolve_attack, select
 from tests.evaluation.models import Linear, linear_data
 
@@ -45,10 +45,21 @@ def test_pgd_finds_exactly_the_non_robust_samples(problem, name):
     assert torch.equal(outcome.correct, robust)
 
 
-@pytest.mark.skipif(not torchattacks_available(), reason="needs torchattacks: pip install 'ades[autoattack]'")
-def test_autoattack_finds_exactly_the_non_robust_samples(problem):
+def test_the_official_autoattack_finds_exactly_the_non_robust_samples(problem):
     model, data, robust = problem
-    outcome = _outcome(model, data, AutoAttack())  # the standard version, 100 iterations, 5000 queries
+    attack = AutoAttack()  # the authors' standard version: 100 iterations, 5000 queries
+    outcome = _outcome(model, data, attack)
+    assert torch.equal(outcome.correct, robust)
+    settings = attack.settings()
+    assert settings["implementation"].startswith("pyautoattack==")
+    assert settings["target_classes"] == 4  # 5 classes: every other class is a target
+    assert not settings["standard"]  # fewer than 10 classes: not the leaderboard setting
+
+
+@pytest.mark.skipif(not torchattacks_available(), reason="needs torchattacks: pip install --no-deps torchattacks==3.5.1")
+def test_torchattacks_autoattack_finds_exactly_the_non_robust_samples(problem):
+    model, data, robust = problem
+    outcome = _outcome(model, data, TorchattacksAutoAttack())  # 100 iterations, 5000 queries
     assert torch.equal(outcome.correct, robust)
 
 
