@@ -72,8 +72,8 @@ def _run_options(fn):
         click.option("--awp-warmup", type=int, help="Epochs trained before AWP starts (default 0)."),
         click.option("--fast-alpha-ratio", type=float, help="Fast-AT's FGSM step as a multiple of eps (default 1.25)."),
         click.option("--scheduler", help="Budget scheduler: fixed, static, mlp, random (default: the defense's own)."),
-        click.option("--scheduler-objective", help="How the learnable scheduler is trained: allocate-min (default), allocate-max, paper, penalty, loss-target, saturating."),
-        click.option("--scheduler-lr", type=float, help="Adam learning rate of the learnable scheduler."),
+        click.option("--scheduler-objective", help="How the learnable scheduler is trained: allocate-min (default), allocate-max, paper, penalty, loss-target, saturating, target."),
+        click.option("--scheduler-lr", type=float, help="Adam learning rate of the learnable scheduler (default: the objective's own; 3e-2 for target, else 1e-3)."),
         click.option("--scheduler-hidden", type=int, help="Hidden width of the MLP scheduler."),
         click.option("--static-weights", help="Comma-separated weights of the static scheduler, one per cue."),
         click.option("--scheduler-init-std", type=float, help="Std of the MLP scheduler's output-layer weights at start (default 0.01; 0: every sigma starts at 0.5)."),
@@ -81,6 +81,7 @@ def _run_options(fn):
         click.option("--scheduler-target-loss", type=float, help="Loss level rho of the loss-target and saturating objectives (default: the batch median)."),
         click.option("--scheduler-penalty", type=float, help="Weight mu of the penalty objective's pull of the mean budget to eps_min + lam/2 (default 100)."),
         click.option("--scheduler-random-std", type=float, help="Std of sigma drawn by the random control scheduler, up to 0.2887 (default: uniform over the whole range)."),
+        click.option("--scheduler-reverse/--no-scheduler-reverse", "scheduler_reverse", default=None, help="Reversed control: train the learnable scheduler as usual, attack with each budget's deviation from the batch mean negated."),
         click.option("--mc-samples", type=int, help="Stochastic passes T of the mcdropout cue."),
         click.option("--mc-mode", type=click.Choice(["auto", "modules", "head", "features"]), help="How mcdropout samples."),
         click.option("--cue-point", type=click.Choice(["start", "clean"]), help="Cues at PGD's start point, sharing its first gradient (start), or at the clean input as the paper (clean)."),
@@ -283,10 +284,10 @@ cli.add_command(eval_command, "eval")
 cli.add_command(compare_command, "compare")
 cli.add_command(plot_command, "plot")
 
+
 from ades_cli.export import export_command  # noqa: E402
 
 cli.add_command(export_command, "export")
-
 
 def main() -> None:  # pragma: no cover - console entry
     cli(prog_name="ades")

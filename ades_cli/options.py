@@ -104,6 +104,7 @@ RUN_OPTION_FIELDS: dict[str, tuple[str | None, str]] = {
     "scheduler_target_loss": ("scheduler", "target_loss"),
     "scheduler_penalty": ("scheduler", "penalty"),
     "scheduler_random_std": ("scheduler", "random_std"),
+    "scheduler_reverse": ("scheduler", "reverse"),
     "eval_eps": ("eval", "eps"),
     "eval_steps": ("eval", "steps"),
     "eval_every": ("eval", "every"),

@@ -150,6 +150,11 @@ def build_defense(
             f"defense {config.defense!r} needs a learnable scheduler, got {scheduler_name!r}; "
             f"learnable: {', '.join(n for n in SCHEDULERS if SCHEDULERS.entry(n).meta.get('learnable'))}"
         )
+    if config.scheduler.reverse and not learnable:
+        raise BuildError(
+            f"--scheduler-reverse reverses a learned allocation; scheduler {scheduler_name!r} is not "
+            "learnable (use --scheduler mlp)"
+        )
     objective = None
     if learnable:
         objective = _build_part(
@@ -190,6 +195,7 @@ def build_defense(
         budget=config.budget,
         attack_options=config.attack,
         num_samples=num_samples,
+        reverse=config.scheduler.reverse,
     )
     return _build_part(DEFENSES, config.defense, Defense, f"defense {config.defense!r}", parts)
 
@@ -273,7 +279,7 @@ def build(config: RunConfig) -> TrainingSetup:
     # capturable on CUDA keeps Adam's step counters on the device, so the non-finite guard
     # can undo a skipped step there without a host read (engine/nonfinite.py)
     defense_optimizer = (
-        torch.optim.Adam(defense_params, lr=config.scheduler.lr, capturable=device.type == "cuda")
+        torch.optim.Adam(defense_params, lr=config.scheduler.learning_rate(), capturable=device.type == "cuda")
         if defense_params
         else None
     )
@@ -309,6 +315,7 @@ def build(config: RunConfig) -> TrainingSetup:
         "scheduler": config.scheduler.name or DEFENSES.entry(config.defense).meta.get("scheduler"),
         "scheduler_learnable": defense_optimizer is not None,
         "allocation": getattr(scheduler, "allocation", None),
+        "scheduler_lr": config.scheduler.learning_rate() if defense_optimizer is not None else None,
         "num_classes": data.num_classes,
         "classes": list(data.train.classes),
         "train_size": len(data.train),

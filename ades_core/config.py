@@ -360,6 +360,10 @@ class CueOptions:
             raise ConfigError(attribute.name, f"cues are repeated: {','.join(value)}")
 
 
+DEFAULT_SCHEDULER_LR = 1e-3
+"""Adam learning rate of a learnable scheduler whose objective names none of its own."""
+
+
 @attrs.frozen(kw_only=True)
 class SchedulerOptions:
     """The budget scheduler; ``name=None`` takes the defense's own default.
@@ -368,7 +372,8 @@ class SchedulerOptions:
     scheduler's non-negative cue weights (one per cue; default equal).
     ``objective``: how a learnable scheduler is trained (see
     :mod:`ades_core.schedulers.objectives` and docs/scheduler.md). ``lr``: Adam
-    learning rate of a learnable scheduler. ``init_std``: std of the MLP's
+    learning rate of a learnable scheduler (``None``: the objective's own
+    default, :meth:`learning_rate`). ``init_std``: std of the MLP's
     output-layer weights at initialisation (bias 0, so sigma starts near 0.5;
     0 starts every sigma at exactly 0.5). ``grad_norm``: ``none`` passes the
     objective's per-sample eps gradient as it is; ``rms`` divides it by its
@@ -378,7 +383,9 @@ class SchedulerOptions:
     adversarial loss). ``penalty``: weight mu of the ``penalty`` objective's
     quadratic pull of the mean sigma to 1/2. ``random_std``: std of sigma
     drawn by the ``random`` control scheduler, in [0, 1/sqrt(12)] (the
-    largest: uniform over the whole budget range).
+    largest: uniform over the whole budget range). ``reverse``: the reversed
+    control: the attack uses the learned budgets with each deviation from the
+    batch mean negated (learnable schedulers only; docs/scheduler.md).
     """
 
     name: str | None = attrs.field(default=None)
@@ -387,12 +394,24 @@ class SchedulerOptions:
     objective: str = attrs.field(
         default="allocate-min", validator=_registered(SCHEDULER_OBJECTIVES)
     )
-    lr: float = attrs.field(default=1e-3, validator=_number_in(0.0, low_open=True))
+    lr: float | None = attrs.field(default=None)
     init_std: float = attrs.field(default=1e-2, validator=_number_in(0.0))
     grad_norm: str = attrs.field(default="none", validator=_in_choices("none", "rms"))
     target_loss: float | None = attrs.field(default=None)
     penalty: float = attrs.field(default=100.0, validator=_number_in(0.0))
     random_std: float = attrs.field(default=1 / math.sqrt(12), validator=_number_in(0.0, 1 / math.sqrt(12)))
+    reverse: bool = attrs.field(default=False, validator=_boolean)
+
+    @lr.validator
+    def _positive_lr(self, attribute: attrs.Attribute, value: float | None) -> None:
+        if value is not None:
+            _number_in(0.0, low_open=True)(self, attribute, value)
+
+    def learning_rate(self) -> float:
+        """``lr``, or the objective's own default (its ``lr`` meta in ``SCHEDULER_OBJECTIVES``, else 1e-3)."""
+        if self.lr is not None:
+            return float(self.lr)
+        return float(SCHEDULER_OBJECTIVES.entry(self.objective).meta.get("lr", DEFAULT_SCHEDULER_LR))
 
     @name.validator
     def _known(self, attribute: attrs.Attribute, value: str | None) -> None:

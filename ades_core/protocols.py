@@ -111,6 +111,28 @@ class Budget:
 
 
 @attrs.frozen
+class RobustnessTarget:
+    """A step's measured per-sample robustness target and the scheduler's fit to it
+    (the ``target`` objective; :mod:`ades_core.schedulers.target`). All ``(B,)``, detached.
+
+    Attributes:
+        radius: ``t_i`` in [0, 1] pixel scale: the L-inf distance of the first
+            attack iterate the model misclassified, ``eps_max`` for a sample
+            never broken within its ball.
+        broken: bool, whether the attack broke the sample within its ball.
+        deviation: the target on the sigma scale minus its batch mean, ``s_i - mean(s)``.
+        prediction: the scheduler's sigma minus its batch mean, ``sigma_i - mean(sigma)``.
+        held_out: bool, left out of the fit (the telemetry scores the fit on these).
+    """
+
+    radius: Tensor
+    broken: Tensor
+    deviation: Tensor
+    prediction: Tensor
+    held_out: Tensor
+
+
+@attrs.frozen
 class StepOutput:
     """What one defense step hands to the trainer.
 
@@ -123,6 +145,8 @@ class StepOutput:
         budget: the budgets used, detached.
         cues: the normalised cues the budgets came from, detached, or ``None``
             for a defense without cues (telemetry correlates them with eps).
+        target: the measured robustness target of a ``target``-objective
+            step, or ``None`` (telemetry scores the scheduler's fit to it).
         after_update: called by the trainer once the optimisers have stepped
             on this loss (and before a skipped step is undone), or ``None``;
             a defense that perturbed the weights for its loss (AWP) removes
@@ -135,6 +159,7 @@ class StepOutput:
     logits_clean: Tensor | None = None
     cues: Cues | None = None
     after_update: Callable[[], None] | None = None
+    target: RobustnessTarget | None = None
 
 
 @runtime_checkable

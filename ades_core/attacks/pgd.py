@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ades_core.attacks.breaking import BreakingRadius
 from ades_core.attacks.gradients import loss_input_gradient
 from ades_core.attacks.losses import cw_margin
 from ades_core.config import AttackOptions
@@ -85,6 +86,7 @@ class PGD:
     """
 
     accepts_start = True  # __call__ takes start= and start_grad= (shared cue computation)
+    records_breaking = True  # __call__ takes breaking= (a BreakingRadius shown its iterates)
     START_NOISES = ("uniform", "normal")
 
     def __init__(
@@ -161,6 +163,7 @@ class PGD:
         *,
         start: Tensor | None = None,
         start_grad: Tensor | None = None,
+        breaking: BreakingRadius | None = None,
     ) -> Tensor:
         """``x`` ``(B, C, H, W)`` in [0, 1], ``y`` ``(B,)``, ``eps`` ``(B,)`` or float -> ``x_adv``.
 
@@ -175,6 +178,13 @@ class PGD:
                 computed by the caller (for example while extracting cues); the
                 first step uses it instead of a forward/backward of its own, so
                 ``steps`` steps cost ``steps - 1`` gradient computations.
+            breaking: a :class:`~ades_core.attacks.breaking.BreakingRadius` shown
+                every iterate whose logits the attack computes (the start,
+                unless ``start_grad`` is given, and every step before the
+                last), in order. The caller shows it the iterates the attack
+                does not forward (the start with ``start_grad``, the returned
+                ``x_adv``). It changes nothing about the attack: ``x_adv`` is
+                the same, bit for bit.
 
         Raises:
             ValueError: ``keep_broken`` and ``y`` is not a ``(B,)`` label vector.
@@ -207,6 +217,8 @@ class PGD:
                     )
                     if self.keep_broken:
                         kept, worst = keep_most_misclassified(kept, worst, x_adv, cw_margin(logits, y))
+                    if breaking is not None:
+                        breaking.observe(x_adv, logits)
                 step = grad.sign().nan_to_num_(0.0)
                 x_adv = torch.minimum(torch.maximum(x_adv.detach() + self.alpha * step, low), high)
                 grad = None

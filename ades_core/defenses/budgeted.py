@@ -16,13 +16,22 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from ades_core.attacks.breaking import BreakingRadius
 from ades_core.config import AttackOptions, BudgetConfig, ConfigError, DefenseOptions
 from ades_core.cues import extract_cues
 from ades_core.defenses.awp import AppliedPerturbation, WeightPerturbation
 from ades_core.defenses.losses import TrainingLoss, training_loss
-from ades_core.distributed import unwrap_model
+from ades_core.distributed import batch_mean, unwrap_model
 from ades_core.model_mode import autocast_for, eval_mode
-from ades_core.protocols import BudgetedAttack, CueContext, CueExtractor, Scheduler, StepOutput
+from ades_core.protocols import (
+    Budget,
+    BudgetedAttack,
+    CueContext,
+    CueExtractor,
+    RobustnessTarget,
+    Scheduler,
+    StepOutput,
+)
 from ades_core.registries import DEFENSES
 from ades_core.schedulers.objectives import SchedulerObjective, attach_objective
 
@@ -45,6 +54,8 @@ class DefenseParts:
     """The training attack's settings (steps, alpha), for defenses that run their own attack."""
     num_samples: int = 0
     """Training-set size: per-sample state is indexed by dataset index in ``[0, num_samples)``."""
+    reverse: bool = False
+    """The reversed control: the attack uses :func:`reverse_allocation` of the learned budgets."""
 
 
 def envelope_input(x: Tensor, x_adv: Tensor, eps: Tensor) -> Tensor:
@@ -72,6 +83,30 @@ def envelope_input(x: Tensor, x_adv: Tensor, eps: Tensor) -> Tensor:
     scaled = delta / torch.where(radius > 0, radius, torch.ones_like(radius))
     direction = torch.where(held_by_box | (radius <= 0), torch.zeros_like(delta), scaled)
     return x_adv.detach() + (eps - eps.detach()).view(view) * direction
+
+
+def reverse_allocation(budget: Budget) -> Budget:
+    """The reversed control: each budget's deviation from the batch mean negated, same mean.
+
+    ``eps_i' = 2 mean(eps) - eps_i``, clamped into ``[eps_min, eps_max]``
+    (``sigma`` likewise). With the ``mean`` allocation the batch mean is
+    ``eps_min + lam / 2``, so ``eps_i' = eps_min + eps_max - eps_i`` lies in the
+    range without the clamp (``sigma_i' = 1 - sigma_i``, tested). The mean is
+    over the global batch under ``torchrun``.
+
+    Only the values are reversed: the gradient reaches each sample's learned
+    budget unchanged (``d eps_i'/d eps_i`` is taken as 1), so an objective
+    trains the scheduler exactly as in the learned arm, from the signal
+    measured at the budgets actually used, and the attack keeps using the
+    reversed allocation of whatever the scheduler learns.
+    """
+    eps = budget.eps
+    flipped = (2 * batch_mean(eps.detach()) - eps.detach()).clamp(budget.eps_min, budget.eps_max)
+    sigma = budget.sigma
+    if sigma is not None:
+        flipped_sigma = (2 * batch_mean(sigma.detach()) - sigma.detach()).clamp(0.0, 1.0)
+        sigma = flipped_sigma + (sigma - sigma.detach())
+    return attrs.evolve(budget, eps=flipped + (eps - eps.detach()), sigma=sigma)
 
 
 class BudgetedAdversarialTraining(nn.Module):
@@ -102,6 +137,18 @@ class BudgetedAdversarialTraining(nn.Module):
     * ``clean``: the cues are evaluated at the clean ``x`` (the paper's
       definition) and PGD draws its start in each sample's own ball: one
       extra forward/backward per batch.
+
+    With an objective that fits a measured target (``target``,
+    :mod:`ades_core.schedulers.target`), no envelope path is built: the
+    attack reports each sample's breaking radius from its own iterates (a
+    :class:`~ades_core.attacks.breaking.BreakingRadius`; the start's logits
+    come from the shared cue pass, the last iterate's from the training
+    forward, so no forward is added), and the fit enters the loss as
+    ``J - J.detach()``, which trains the scheduler only.
+
+    ``parts.reverse`` (the reversed control): the attack and the loss use
+    :func:`reverse_allocation` of the scheduler's budgets, while the
+    scheduler learns as it would unreversed.
     """
 
     def __init__(self, name: str, parts: DefenseParts, *, loss: str | None = None) -> None:
@@ -120,6 +167,13 @@ class BudgetedAdversarialTraining(nn.Module):
         )
         self.shares_start = parts.cue_point == "start" and getattr(self.attack, "accepts_start", False)
         self.shares_gradient = self.shares_start and getattr(self.attack, "loss_name", None) == "ce"
+        self.fits_target = bool(getattr(self.objective, "fits_target", False))
+        if self.fits_target and not getattr(self.attack, "records_breaking", False):
+            raise ValueError(
+                f"the scheduler objective fits a breaking radius read from the attack's iterates; "
+                f"attack {type(self.attack).__name__} does not report them (use pgd)"
+            )
+        self.reverse = bool(parts.reverse)
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
         """Before each epoch (0-based ``epoch`` of ``epochs``): switches AWP on after its warm-up."""
@@ -134,35 +188,69 @@ class BudgetedAdversarialTraining(nn.Module):
         start = self._start_point(x) if self.shares_start else None
         ctx = CueContext(model, x if start is None else start, y, self.autocast_dtype)
         cues = extract_cues(self.cue_extractors, ctx)
-        budget = self.scheduler(cues)
+        learned = self.scheduler(cues)
+        budget = reverse_allocation(learned) if self.reverse else learned
         eps = budget.eps
+        learn_schedule = self.objective is not None and eps.requires_grad
+        fit = learn_schedule and self.fits_target and learned.sigma is not None
+        breaking = BreakingRadius(x, y) if fit else None
         outer = self.training_loss
         clean_logits = self._clean_logits(ctx, x)  # eval mode, before any weight perturbation
         target = outer.attack_target(y, clean_logits)
         if start is None:
-            x_adv = self.attack(model, x, target, eps.detach())
+            x_adv = self.attack(model, x, target, eps.detach(), **self._breaking(breaking))
         else:
             first_grad = ctx.input_grad if self.shares_gradient and ctx.has_logits else None
-            x_adv = self.attack(model, x, target, eps.detach(), start=start, start_grad=first_grad)
+            if breaking is not None and first_grad is not None:
+                breaking.observe(start, ctx.logits)  # the attack's first iterate, forwarded by the cues
+            x_adv = self.attack(
+                model, x, target, eps.detach(), start=start, start_grad=first_grad, **self._breaking(breaking)
+            )
         perturbation = self._perturb_weights(model, x, x_adv, y) if self._awp_on() else None
-        learn_schedule = self.objective is not None and eps.requires_grad
-        model_input = envelope_input(x, x_adv, eps) if learn_schedule else x_adv
+        envelope = learn_schedule and not self.fits_target
+        model_input = envelope_input(x, x_adv, eps) if envelope else x_adv
         with autocast_for(x, self.autocast_dtype):
             logits_nat = train_model(x) if outer.uses_clean else None
             logits = train_model(model_input)
         per_sample = outer.per_sample(
             logits.float(), y, None if logits_nat is None else logits_nat.float(), self.beta
         )
-        if learn_schedule:
+        loss = per_sample.mean()
+        if envelope:
             attach_objective(self.objective, eps, per_sample)
+        measured = None
+        if breaking is not None:
+            breaking.observe(x_adv, logits.detach().float())  # the last iterate, by the training forward
+            loss, measured = self._fit_target(loss, learned.sigma, breaking, idx)
         return StepOutput(
-            loss=per_sample.mean(),
+            loss=loss,
             logits_adv=logits.detach().float(),
             budget=budget.detach(),
             logits_clean=clean_logits,
             cues=cues if cues.values.shape[1] else None,
             after_update=None if perturbation is None else perturbation.restore,
+            target=measured,
         )
+
+    @staticmethod
+    def _breaking(breaking: BreakingRadius | None) -> dict[str, BreakingRadius]:
+        """The attack's ``breaking=`` keyword, only when a radius is recorded (other attacks lack it)."""
+        return {} if breaking is None else {"breaking": breaking}
+
+    def _fit_target(
+        self, loss: Tensor, sigma: Tensor, breaking: BreakingRadius, idx: Tensor
+    ) -> tuple[Tensor, RobustnessTarget]:
+        """``loss + (J - J.detach())`` for the target objective's fit ``J``, and what was measured."""
+        objective = self.objective
+        radius = objective.target_radius(breaking.radius)
+        target_sigma = objective.target_sigma(radius)
+        held_out = objective.held_out(idx)
+        fit = objective.fit_loss(sigma, target_sigma, held_out)
+        prediction, deviation = objective.deviations(sigma.detach(), target_sigma, held_out)
+        measured = RobustnessTarget(
+            radius=radius, broken=breaking.broken, deviation=deviation, prediction=prediction, held_out=held_out
+        )
+        return loss + (fit - fit.detach()).to(loss.dtype), measured
 
     def _awp_on(self) -> bool:
         return self.awp is not None and self.awp.active

@@ -52,6 +52,12 @@ STAY_TOLERANCE = 1e-3
 MIN_SPREAD_FRACTION = 0.02
 """Adaptive budgets whose per-sample std over an epoch is below this fraction of lam trigger a warning."""
 
+MIN_TARGET_R2 = 0.05
+"""A held-out R^2 of the scheduler's fit to its robustness target below this triggers a warning."""
+
+TARGET_COLUMNS = ("deviation", "prediction", "radius", "broken", "held_out", "present")
+"""Per-sample columns of the robustness-target buffer (the ``target`` objective)."""
+
 
 class TelemetryError(ValueError):
     """A telemetry file or state that cannot be used; one line."""
@@ -130,6 +136,49 @@ def change_fractions(now: Tensor, before: Tensor, tolerance: float) -> dict[str,
     }
 
 
+def r_squared(target: Tensor, prediction: Tensor) -> float | None:
+    """``1 - sum (t - p)^2 / sum (t - mean t)^2`` of 1-d tensors; ``None`` when ``t`` is constant.
+
+    The fraction of the target's variance the prediction explains (1: exact,
+    0: no better than the mean, negative: worse).
+    """
+    t, p = target.double(), prediction.double()
+    if t.numel() < 2 or bool(t.max() == t.min()):
+        return None
+    residual = (t - p).square().sum()
+    total = (t - t.mean()).square().sum()
+    return float(1 - residual / total)
+
+
+def target_fit(columns: Tensor) -> dict[str, Any] | None:
+    """The ``target`` record of an epoch from the seen samples' target columns ``(n, 6)``
+    (:data:`TARGET_COLUMNS`), or ``None`` when no sample carried a target."""
+    columns = columns[columns[:, 5] > 0].double()
+    if columns.shape[0] == 0:
+        return None
+    held = columns[columns[:, 4] > 0.5]
+    radius = columns[:, 2]
+    return {
+        "samples": int(columns.shape[0]),
+        "held_out": int(held.shape[0]),
+        "r2": r_squared(held[:, 0], held[:, 1]) if held.shape[0] else None,
+        "spearman": spearman(held[:, 1], held[:, 0]) if held.shape[0] else None,
+        "radius_mean": float(radius.mean()),
+        "radius_std": float(radius.std(correction=0)),
+        "broken": float(columns[:, 3].mean()),
+    }
+
+
+def target_warning(r2: float | None, threshold: float = MIN_TARGET_R2) -> str | None:
+    """The warning for a scheduler whose cues hardly predict its robustness target, or ``None``."""
+    if r2 is None or r2 >= threshold:
+        return None
+    return (
+        f"the cues do not predict robustness: held-out R^2 {r2:.3f} of the scheduler's sigma against "
+        f"the measured breaking radius this epoch is below {threshold:g}"
+    )
+
+
 def spread_warning(eps_std: float, lam: float, fraction: float = MIN_SPREAD_FRACTION) -> str | None:
     """The warning for adaptive budgets that hardly differ between samples, or ``None``.
 
@@ -192,6 +241,7 @@ class BudgetTelemetry:
         self.seen = torch.zeros(num_samples, device=self.device)
         self.cues: Tensor | None = None
         self.cue_names: tuple[str, ...] = ()
+        self.targets: Tensor | None = None  # (N, 6) TARGET_COLUMNS, once a step reports a target
         self.previous_eps = torch.zeros(num_samples, device=self.device)
         self.previous_seen = torch.zeros(num_samples, device=self.device)
         self.low: float | None = None
@@ -236,6 +286,18 @@ class BudgetTelemetry:
         self.seen.index_copy_(0, idx, seen)
         if cues is not None:
             self.cues.index_copy_(0, idx, cues)
+        if out.target is not None:
+            self._update_targets(out, idx, finite)
+
+    def _update_targets(self, out: StepOutput, idx: Tensor, finite: Tensor | None) -> None:
+        target = out.target
+        if self.targets is None:
+            self.targets = torch.zeros(self.num_samples, len(TARGET_COLUMNS), device=self.device)
+        parts = (target.deviation, target.prediction, target.radius, target.broken, target.held_out)
+        rows = torch.stack([p.detach().float() for p in parts] + [torch.ones_like(target.radius).float()], 1)
+        if finite is not None:
+            rows = torch.where(finite, rows, self.targets.index_select(0, idx))
+        self.targets.index_copy_(0, idx, rows)
 
     def _set_range(self, eps_min: float, eps_max: float, has_sigma: bool) -> None:
         self.adaptive = has_sigma and eps_max > eps_min
@@ -243,33 +305,40 @@ class BudgetTelemetry:
         self.low, self.high = float(low), float(high if high > low else low + 1 / 255)
 
     # ------------------------------------------------------------ per epoch
-    def _global(self) -> tuple[Tensor, Tensor, Tensor | None]:
-        """This epoch's (eps, count, cues) per sample, summed over ranks under torchrun."""
+    def _global(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """This epoch's (eps, count, cues, targets) per sample, summed over ranks under torchrun."""
         ctx = active()
         if ctx is None:
-            return self.eps, self.seen, self.cues
-        parts = [self.eps[:, None], self.seen[:, None]] + ([self.cues] if self.cues is not None else [])
+            return self.eps, self.seen, self.cues, self.targets
+        k = 0 if self.cues is None else self.cues.shape[1]
+        parts = [self.eps[:, None], self.seen[:, None]] + [t for t in (self.cues, self.targets) if t is not None]
         total = ctx.all_reduce(torch.cat(parts, 1), "sum")
         count = total[:, 1]
         mean = total / count.clamp(min=1)[:, None]
-        return mean[:, 0], count, (mean[:, 2:] if self.cues is not None else None)
+        cues = mean[:, 2 : 2 + k] if self.cues is not None else None
+        targets = mean[:, 2 + k :] if self.targets is not None else None
+        return mean[:, 0], count, cues, targets
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         """The record of 0-based ``epoch`` (also kept as ``last_record``); starts the next epoch.
 
         Synchronises with the device once (and all-reduces under torchrun).
         """
-        eps, count, cues = self._global()
-        record = self._record(epoch + 1, eps, count > 0, cues)
+        eps, count, cues, targets = self._global()
+        record = self._record(epoch + 1, eps, count > 0, cues, targets)
         self.previous_eps, self.previous_seen = eps.clone(), (count > 0).float()
         self.eps.zero_()
         self.seen.zero_()
         if self.cues is not None:
             self.cues.zero_()
+        if self.targets is not None:
+            self.targets.zero_()
         self.last_record = record
         return record
 
-    def _record(self, epoch: int, eps_all: Tensor, seen: Tensor, cues_all: Tensor | None) -> dict[str, Any]:
+    def _record(
+        self, epoch: int, eps_all: Tensor, seen: Tensor, cues_all: Tensor | None, targets: Tensor | None = None
+    ) -> dict[str, Any]:
         low = self.low if self.low is not None else 0.0
         high = self.high if self.high is not None else 1 / 255
         eps = eps_all[seen].double()
@@ -284,9 +353,12 @@ class BudgetTelemetry:
             "change": None,
             "sample": {"idx": [], "eps": [], "cues": {name: [] for name in self.cue_names}},
             "scheduler_param_norm": self._scheduler_norm(),
+            "target": None,
         }
         if n == 0:
             return record
+        if targets is not None:
+            record["target"] = target_fit(targets[seen])
         quantiles = linear_quantiles(eps, QUANTILES).tolist()
         record["eps"] = {
             "mean": float(eps.mean()),
@@ -331,8 +403,11 @@ class BudgetTelemetry:
         record = self.last_record
         if record is None or not self.adaptive or record["eps"] is None:
             return []
-        warning = spread_warning(record["eps"]["std"], record["histogram"]["high"] - record["histogram"]["low"])
-        return [warning] if warning else []
+        warnings = [
+            spread_warning(record["eps"]["std"], record["histogram"]["high"] - record["histogram"]["low"]),
+            target_warning((record.get("target") or {}).get("r2")),
+        ]
+        return [w for w in warnings if w]
 
     def write(self, out: str | Path) -> None:
         """Append the last epoch's record to ``out/telemetry.jsonl`` (rank 0 calls this)."""
@@ -342,7 +417,7 @@ class BudgetTelemetry:
     # ------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
         """Buffers of the unfinished epoch and the previous epoch (a collective under torchrun)."""
-        eps, count, cues = self._global()
+        eps, count, cues, targets = self._global()
         state: dict[str, Any] = {
             "eps": eps,
             "seen": (count > 0).float(),
@@ -354,6 +429,8 @@ class BudgetTelemetry:
         }
         if cues is not None:
             state["cues"] = cues
+        if targets is not None:
+            state["targets"] = targets
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -372,6 +449,8 @@ class BudgetTelemetry:
         if "cues" in state:
             self.cue_names = names
             self.cues = state["cues"].to(self.device, torch.float32).clone()
+        if "targets" in state:
+            self.targets = state["targets"].to(self.device, torch.float32).clone()
 
 
 # ---------------------------------------------------------------- the file
@@ -417,6 +496,7 @@ def keep_finished_epochs(run_dir: str | Path, epochs: int) -> None:
 __all__ = [
     "HISTOGRAM_BINS",
     "MIN_SPREAD_FRACTION",
+    "MIN_TARGET_R2",
     "QUANTILES",
     "SAMPLE_SIZE",
     "STAY_TOLERANCE",
@@ -428,7 +508,10 @@ __all__ = [
     "keep_finished_epochs",
     "linear_quantiles",
     "pearson",
+    "r_squared",
     "read_telemetry",
     "spearman",
     "spread_warning",
+    "target_fit",
+    "target_warning",
 ]

@@ -1,16 +1,18 @@
 """Budget schedulers (``fixed``, ``static``, ``mlp``, ``random``) and the objectives of learnable ones."""
 
-from ades_core.schedulers import fixed, mlp, objectives, random, static  # noqa: F401  (registration)
+from ades_core.schedulers import fixed, mlp, objectives, random, static, target  # noqa: F401  (registration)
 from ades_core.schedulers.fixed import FixedBudget
 from ades_core.schedulers.mlp import MLPScheduler, centre_sigma
 from ades_core.schedulers.objectives import SchedulerObjective, attach_objective
 from ades_core.schedulers.random import RandomAllocation
 from ades_core.schedulers.static import StaticWeightedCues
+from ades_core.schedulers.target import RobustnessTargetFit
 
 __all__ = [
     "FixedBudget",
     "MLPScheduler",
     "RandomAllocation",
+    "RobustnessTargetFit",
     "SchedulerObjective",
     "StaticWeightedCues",
     "attach_objective",

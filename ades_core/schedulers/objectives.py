@@ -45,7 +45,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from ades_core.config import BudgetConfig, SchedulerOptions
+from ades_core.config import BudgetConfig, ConfigError, SchedulerOptions
 from ades_core.registries import SCHEDULER_OBJECTIVES
 
 GRAD_NORMS = ("none", "rms")
@@ -141,6 +141,12 @@ def with_grad_norm(objective: SchedulerObjective, grad_norm: str) -> SchedulerOb
     """``objective`` as it is (``none``) or wrapped in :class:`GradNormalised` (``rms``)."""
     if grad_norm not in GRAD_NORMS:
         raise ValueError(f"grad_norm {grad_norm!r} is not one of: {', '.join(GRAD_NORMS)}")
+    if grad_norm != "none" and getattr(objective, "fits_target", False):
+        raise ConfigError(
+            "scheduler.grad_norm",
+            "rescales the envelope gradient dL/d eps; the target objective learns from its own fit "
+            "loss, not from it (leave --scheduler-grad-norm at none)",
+        )
     return objective if grad_norm == "none" else GradNormalised(objective)
 
 
