@@ -288,6 +288,10 @@ cli.add_command(plot_command, "plot")
 from ades_cli.export import export_command  # noqa: E402
 
 cli.add_command(export_command, "export")
+from ades_cli.study import study_command  # noqa: E402
+
+cli.add_command(study_command, "study")
+
 
 def main() -> None:  # pragma: no cover - console entry
     cli(prog_name="ades")
