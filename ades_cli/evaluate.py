@@ -345,8 +345,10 @@ def _evaluate_and_report(
             report_path, info=info, source=source, specs=specs, eps=eps, sweep=eps_sweep or (), seed=seed,
             batch_size=batch_size, precision=precision, checks=check_config, dist=dist, resume=resume,
         )
-        if store.resumed_batches:
+        if store.loaded:
             console.print(f"  resuming: {store.resumed_batches} attacked batches kept in {store.path}", highlight=False)
+        elif resume:
+            console.print(f"  --resume: no state at {store.path}; starting from the beginning", highlight=False)
         try:
             with terminate_as_exit():
                 result = evaluate(

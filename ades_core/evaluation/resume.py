@@ -132,9 +132,12 @@ class ResumeStore:
         self.save_every = save_every
         self.rows: dict[str, dict[str, str]] = {}
         self.resumed_batches = 0
+        self.loaded = False
+        """Whether an earlier state was read (``resume`` and a file at ``path``)."""
         self._saved_at = 0.0
         if resume and self.path.is_file():
             self._load()
+            self.loaded = True
         self.save(force=True)
 
     def _load(self) -> None:
