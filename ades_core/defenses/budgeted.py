@@ -10,7 +10,6 @@ adversarial weight perturbation (:mod:`ades_core.defenses.awp`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import attrs
 import torch

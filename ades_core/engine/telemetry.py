@@ -24,7 +24,6 @@ The statistics are plain functions of tensors (:func:`histogram_counts`,
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
