@@ -2,13 +2,16 @@
 gradient-masking checks, ``eval.json`` reports, sweep plots and comparison tables.
 
 Where things live:
-    specs.py    evaluation attack names (pgd20, cw, fgsm, autoattack, square) -> AttackSpec
-    runner.py   per-sample clean / attacked correctness over a split (only clean-correct attacked)
+    specs.py    evaluation attack names (pgd20, cw, fgsm, autoattack, square, ...) -> AttackSpec
+    runner.py   per-sample clean / attacked correctness over a split (only clean-correct attacked,
+                strict margins, attacks that touch the model refused)
+    resume.py   per-batch results kept beside eval.json, so a killed evaluation resumes
     sharding.py under torchrun: whole batches per rank, per-batch seeds from global indices, merged flags
     suite.py    evaluate(): the attacks, the worst-case row, the sweep, the checks -> EvalResult
-    masking.py  the four gradient-masking checks and their tolerances
+    masking.py  the five gradient-masking checks and their tolerances
     sources.py  model file, run config and the test split it was trained for
-    external.py a model ades did not train: timm name or module:factory, weights, normalisation
+    external.py a model ades did not train: timm name or module:factory, normalisation
+    weights_file.py  its weights file: read with weights_only, unwrapped, checked key by key
     robustbench.py  an evaluated run as a RobustBench entry (model_info JSON, state_dict)
     report.py   eval.json (write / read)
     plots.py    robust accuracy vs eps (PNG, Agg)
