@@ -1,9 +1,11 @@
-"""``ades bench``: training-step, cue and PGD timings measured side by side in one process."""
+"""``ades bench``: training-step, cue and PGD timings measured side by side in one process,
+and on request one pgd-at training step in each execution format (eager, channels_last, compile)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -23,21 +25,35 @@ from ades_cli.options import COMMA_LIST
 @click.option("--cue", default="grad,entropy,mcdropout", type=COMMA_LIST, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--amp", default="auto", show_default=True, type=click.Choice(["auto", "off", "bf16", "fp16"]))
+@click.option("--formats", default=None, type=COMMA_LIST,
+              help="Also time one pgd-at training step in these execution formats, side by side: "
+                   "eager, channels_last, compile, compile+channels_last (default: none).")
+@click.option("--formats-only", is_flag=True, help="Run only the --formats comparison.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch (default: torch's own choice, or OMP_NUM_THREADS).")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Write the figures as JSON here.")
 def bench_command(
     backbone: str, batch_size: int, steps: int, eval_steps: int, warmup: int, repeats: int,
-    defenses: tuple[str, ...], cue: tuple[str, ...], device: str, amp: str, out: Path | None,
+    defenses: tuple[str, ...], cue: tuple[str, ...], device: str, amp: str, formats: tuple[str, ...] | None,
+    formats_only: bool, threads: int | None, out: Path | None,
 ) -> None:
     """Time ades against pgd-at (and others), the cues alone, and PGD against torchattacks.
 
-    Minimum and median of interleaved repeats; ratios use the medians.
+    Minimum and median of interleaved repeats; ratios use the medians. With
+    --formats, also one pgd-at training step per execution format (compile as
+    `ades run --compile` does; its first, compiling call is timed apart).
     """
     from ades_core.benchmark import BenchSettings, run_benchmarks
 
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         settings = BenchSettings(
             backbone=backbone, batch_size=batch_size, steps=steps, eval_steps=eval_steps, warmup=warmup,
             repeats=repeats, device=device, amp=amp, defenses=tuple(defenses), cues=tuple(cue),
+            formats=tuple(formats or ()), formats_only=formats_only,
         )
         report = run_benchmarks(settings)
     except (ValueError, KeyError, TypeError) as exc:
@@ -49,6 +65,17 @@ def bench_command(
         f"autocast {machine['autocast']}); {backbone}, batch {batch_size}, PGD-{steps} training, "
         f"{repeats} repeats", highlight=False,
     )
+    if "training_step" in report:
+        _print_sections(console, report, eval_steps)
+    if "formats" in report:
+        _print_formats(console, report["formats"])
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"wrote {out}", highlight=False)
+
+
+def _print_sections(console: Console, report: dict[str, Any], eval_steps: int) -> None:
     table = Table(title="training step (s)", title_justify="left")
     for column in ("defense", "min", "median", "x pgd-at", "peak MiB"):
         table.add_column(column, justify="right")
@@ -77,7 +104,30 @@ def bench_command(
     console.print(table)
     if "ratio_ades_to_torchattacks" in pgd:
         console.print(f"ades / torchattacks throughput: {pgd['ratio_ades_to_torchattacks']:.3f}", highlight=False)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        console.print(f"wrote {out}", highlight=False)
+
+
+def _print_formats(console: Console, formats: dict[str, Any]) -> None:
+    from ades_core.benchmark import FORMATS
+
+    table = Table(title=f"{formats['defense']} training step (PGD-{formats['steps']}) by format (s)",
+                  title_justify="left", show_edge=False)
+    table.add_column("format", no_wrap=True, min_width=max(map(len, FORMATS)))
+    for column in ("min", "median", "img/s", "x eager", "1st call", "compile"):
+        table.add_column(column, justify="right", min_width=len(column) if column == "compile" else 6)
+    failures = []
+    for name, row in formats.items():
+        if not isinstance(row, dict):
+            continue
+        if "failed" in row:
+            table.add_row(name, "-", "-", "-", "-", "-", "failed")
+            failures.append(f"{name} failed: {row['failed']}")
+            continue
+        ratio, compile_s = row.get("ratio_to_eager"), row.get("compile_s")
+        table.add_row(
+            name, f"{row['min']:.4f}", f"{row['median']:.4f}", f"{row['images_per_s']:.1f}",
+            "" if ratio is None else f"{ratio:.3f}", f"{row['first_call_s']:.2f}",
+            "" if compile_s is None else f"{compile_s:.2f}",
+        )
+    console.print(table)
+    for line in failures:
+        console.print(line, highlight=False, markup=False)

@@ -1,4 +1,5 @@
-"""Side-by-side timings: training steps of each defense, cue cost, PGD throughput.
+"""Side-by-side timings: training steps of each defense, cue cost, PGD throughput,
+and (on request) one pgd-at training step in each execution format.
 
 Every figure is measured in one process, on the same model, batch and device,
 with warm-up and repeats; the minimum and the median are reported. On CUDA the
@@ -23,12 +24,29 @@ from torch import nn
 
 from ades_core.attacks import PGD
 from ades_core.backbones import create_classifier
-from ades_core.builder import build_defense, resolve_autocast, resolve_device
+from ades_core.builder import build_defense, compile_model, resolve_autocast, resolve_device
 from ades_core.config import CueOptions, RunConfig
 from ades_core.cues import extract_cues
 from ades_core.cue_context import CueContext
 from ades_core.model_mode import eval_mode
 from ades_core.registries import CUES
+
+FORMATS = ("eager", "channels_last", "compile", "compile+channels_last")
+"""Execution formats :func:`bench_formats` compares. ``eager``: contiguous NCHW
+model and input; ``channels_last``: model and input in ``torch.channels_last``;
+``compile``: the model compiled as ``ades run --compile`` does
+(:func:`ades_core.builder.compile_model`); ``compile+channels_last``: both."""
+
+FORMAT_DEFENSE = "pgd-at"
+"""The defense whose training step :func:`bench_formats` times."""
+
+
+def _known_formats(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+    unknown = [name for name in value if name not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"formats repeat a name: {','.join(value)}")
 
 
 @attrs.frozen(kw_only=True)
@@ -46,6 +64,14 @@ class BenchSettings:
     defenses: tuple[str, ...] = ("pgd-at", "ades", "static-des")
     cues: tuple[str, ...] = ("grad", "entropy", "mcdropout")
     seed: int = 0
+    formats: tuple[str, ...] = attrs.field(default=(), validator=_known_formats)
+    """Execution formats to compare (:data:`FORMATS`); empty: no format comparison."""
+    formats_only: bool = False
+    """Run only the format comparison (``formats`` must then name at least one)."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.formats_only and not self.formats:
+            raise ValueError("formats_only needs at least one format (--formats eager,compile,...)")
 
 
 def _sync(device: torch.device) -> None:
@@ -145,6 +171,75 @@ def _training_step(
     return step
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _format_step(
+    name: str, settings: BenchSettings, device: torch.device, autocast_dtype: torch.dtype | None
+) -> Callable[[], None]:
+    """A fresh model (same seed, so the same weights), batch, optimiser and pgd-at step in format ``name``."""
+    model, x, y = _model_and_batch(settings, device)
+    memory_format = torch.channels_last if name.endswith("channels_last") else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    x = x.contiguous(memory_format=memory_format)
+    if name.startswith("compile"):
+        compile_model(model)
+    model.train()
+    optimiser = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    config = RunConfig.from_dict(
+        {"defense": FORMAT_DEFENSE, "cues": {"names": settings.cues}, "attack": {"steps": settings.steps}}
+    )
+    return _training_step(build_defense(config, autocast_dtype), model, optimiser, x, y, device)
+
+
+def bench_formats(settings: BenchSettings) -> dict[str, Any]:
+    """One pgd-at training step (PGD-``steps`` attack, backward, optimiser step) per execution format.
+
+    Each format gets its own model (the same initial weights), batch and
+    optimiser. Its first call is timed alone, before the interleaved rounds
+    and outside them (``first_call_s``); for the compiled formats that call
+    compiles, and ``compile_s`` is its excess over the format's median step.
+    A format that fails to build or to run that first call is reported as
+    ``{"failed": "<one-line reason>"}``; the others are still timed. Per
+    format: ``min``/``median`` seconds per step, ``images_per_s`` (batch /
+    median) and ``ratio_to_eager`` (median / eager's median; < 1 is faster).
+    """
+    device = resolve_device(settings.device)
+    autocast_dtype = resolve_autocast(settings.amp, device)
+    steps: dict[str, Callable[[], None]] = {}
+    first_call: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    for name in settings.formats:
+        torch.manual_seed(settings.seed)  # the same random starts for every format's first call
+        try:
+            step = _format_step(name, settings, device, autocast_dtype)
+            _sync(device)
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            first_call[name] = time.perf_counter() - start
+        except Exception as exc:  # a missing compiler, an unsupported op: report it, time the rest
+            failed[name] = _one_line(exc)
+            continue
+        steps[name] = step
+    timed = time_calls(steps, device, warmup=settings.warmup, repeats=settings.repeats) if steps else {}
+    rows: dict[str, Any] = {}
+    for name in settings.formats:
+        if name in failed:
+            rows[name] = {"failed": failed[name]}
+            continue
+        row: dict[str, Any] = timed[name] | {"first_call_s": first_call[name]}
+        if name.startswith("compile"):
+            row["compile_s"] = max(first_call[name] - row["median"], 0.0)
+        row["images_per_s"] = settings.batch_size / row["median"]
+        if "eager" in timed:
+            row["ratio_to_eager"] = row["median"] / timed["eager"]["median"]
+        rows[name] = row
+    return {"defense": FORMAT_DEFENSE, "steps": settings.steps} | rows
+
+
 def bench_cues(settings: BenchSettings) -> dict[str, Any]:
     """Extra cost of the cues per batch: naive (at the clean batch) against shared.
 
@@ -215,10 +310,11 @@ def run_benchmarks(settings: BenchSettings) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "autocast": str(resolve_autocast(settings.amp, device)),
     }
-    return {
-        "settings": attrs.asdict(settings),
-        "machine": machine,
-        "training_step": bench_training_steps(settings),
-        "cue_extraction": bench_cues(settings),
-        "pgd_throughput": bench_pgd_throughput(settings),
-    }
+    report: dict[str, Any] = {"settings": attrs.asdict(settings), "machine": machine}
+    if not settings.formats_only:
+        report["training_step"] = bench_training_steps(settings)
+        report["cue_extraction"] = bench_cues(settings)
+        report["pgd_throughput"] = bench_pgd_throughput(settings)
+    if settings.formats:
+        report["formats"] = bench_formats(settings)
+    return report
