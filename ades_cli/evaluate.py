@@ -329,6 +329,9 @@ def _evaluate_and_report(
         highlight=False,
     )
     check_config = MaskingCheckConfig(n=check_n) if checks else None
+    coverage = source.coverage_warning()
+    if coverage is not None:
+        console.print(f"[yellow]warning:[/yellow] {coverage}", highlight=False)
 
     def progress(text: str) -> None:
         console.print(f"  {text} ...", highlight=False, style="dim")

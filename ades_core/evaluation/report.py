@@ -8,7 +8,7 @@ Layout (version 1)::
       "defense": "ades", "backbone": "ades_cnn_small",
       "external_model": null | {"arch", "weights", "num_classes", "mean", "std"},
       "dataset": {"name", "data_dir", "split": "test", "n", "subset",
-                  "order": "random" | "first" | "all", "subset_seed" (null unless random)},
+                  "order": "random" | "first" | "all", "subset_seed" (null unless random), "classes_present"},
       "device": "cpu", "batch_size": 256, "world_size": 1,
       "versions": {"ades", "torch", "pyautoattack", "torchattacks"},
       "n", "eps", "eps_text", "seed", "precision": {"dtype": "fp32", "tf32": false}, "clean_acc",

@@ -124,7 +124,25 @@ class EvalData:
             "subset": self.subset,
             "order": self.order,
             "subset_seed": self.subset_seed,
+            "classes_present": self.classes_present,
         }
+
+    @property
+    def classes_present(self) -> int:
+        """How many classes the evaluated images hold (``first`` N of a class-sorted folder: few)."""
+        return int(self.data.labels.unique().numel())
+
+    def coverage_warning(self) -> str | None:
+        """A warning when the evaluated images miss classes of the split, else ``None``."""
+        total = len(self.data.classes)
+        if self.classes_present == total:
+            return None
+        hint = (
+            " (an image folder lists its test images class by class, so its first N are of few classes; "
+            "RobustBench's first N come from CIFAR's shuffled test batch); --order random draws from every class"
+            if self.order == "first" else ""
+        )
+        return f"the {self.n} evaluated test images hold {self.classes_present} of the {total} classes{hint}"
 
 
 def load_test_data(

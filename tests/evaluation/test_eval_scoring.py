@@ -134,3 +134,21 @@ def test_evaluation_runs_in_float32_with_tf32_off_and_says_so():
     finally:
         ATTACKS.unregister(spec.attack)
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_an_evaluation_that_misses_classes_says_so():
+    from ades_core.evaluation import EvalData
+
+    def source(labels, order):
+        images = torch.zeros(len(labels), 3, 4, 4, dtype=torch.uint8)
+        data = ImageTensors(images, torch.tensor(labels), tuple("abcde"))
+        return EvalData(data=data, dataset="imagefolder", data_dir="d", n=len(labels), subset=len(labels),
+                        subset_seed=None, order=order)
+
+    first = source([0, 0, 0, 1], "first")
+    assert first.describe()["classes_present"] == 2
+    warning = first.coverage_warning()
+    assert warning.startswith("the 4 evaluated test images hold 2 of the 5 classes (an image folder lists")
+    assert "--order random" in warning
+    assert "image folder" not in source([0, 1, 1], "random").coverage_warning()
+    assert source([0, 1, 2, 3, 4], "first").coverage_warning() is None
