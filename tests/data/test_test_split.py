@@ -74,7 +74,7 @@ def test_the_evaluated_data_records_its_order_and_seed(folder):
     load = lambda **kw: load_test_data(info, dataset="imagefolder", data_dir=folder, **kw).describe()  # noqa: E731
     assert load(n=5, order="first") | {"data_dir": None} == {
         "name": "imagefolder", "data_dir": None, "split": "test", "n": 5, "subset": 5, "order": "first",
-        "subset_seed": None,
+        "subset_seed": None, "classes_present": 1,
     }  # fmt: skip
     assert (load(n=5, seed=7)["order"], load(n=5, seed=7)["subset_seed"]) == ("random", 7)
     assert (load()["order"], load()["subset_seed"], load()["n"]) == ("all", None, 12)
