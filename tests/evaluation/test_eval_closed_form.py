@@ -45,6 +45,7 @@ def test_pgd_finds_exactly_the_non_robust_samples(problem, name):
     assert torch.equal(outcome.correct, robust)
 
 
+@pytest.mark.slow
 def test_the_official_autoattack_finds_exactly_the_non_robust_samples(problem):
     model, data, robust = problem
     attack = AutoAttack()  # the authors' standard version: 100 iterations, 5000 queries
@@ -56,6 +57,7 @@ def test_the_official_autoattack_finds_exactly_the_non_robust_samples(problem):
     assert not settings["standard"]  # fewer than 10 classes: not the leaderboard setting
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torchattacks_available(), reason="needs torchattacks: pip install --no-deps torchattacks==3.5.1")
 def test_torchattacks_autoattack_finds_exactly_the_non_robust_samples(problem):
     model, data, robust = problem
