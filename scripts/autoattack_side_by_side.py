@@ -34,6 +34,16 @@ def _bits(flags: torch.Tensor) -> str:
     return "".join("1" if v else "0" for v in flags.tolist())
 
 
+def _portable(path: str | Path) -> str:
+    """``path`` relative to the working directory when inside it, ``~/...`` inside the home folder."""
+    path = Path(path).expanduser().resolve()
+    for base, shown in ((Path.cwd().resolve(), None), (Path.home().resolve(), "~")):
+        if path.is_relative_to(base):
+            relative = path.relative_to(base)
+            return str(relative if shown is None else Path(shown) / relative)
+    return str(path)
+
+
 def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     info = describe_run(args.run)
@@ -45,8 +55,8 @@ def run(args: argparse.Namespace) -> None:
     )
     row = result.attacks[0]
     payload = {
-        "model": str(info.model_file),
-        "dataset": source.describe(),
+        "model": _portable(info.model_file),
+        "dataset": source.describe() | {"data_dir": _portable(source.data_dir)},
         "torch_threads": args.threads,
         "row": row.to_dict(),
         "clean": _bits(result.per_sample["clean"]),
