@@ -8,7 +8,6 @@ import pytest
 from click.testing import CliRunner
 
 from ades_cli.main import cli
-from ades_core import RunConfig, build
 
 
 @pytest.fixture
@@ -56,24 +55,6 @@ def test_compare_and_plot_need_an_evaluation(runner, tmp_path):
     for command in (["compare", str(tmp_path)], ["plot", str(tmp_path), "--out", str(tmp_path / "p.png")]):
         result = runner.invoke(cli, command)
         assert result.exit_code != 0 and "run `ades eval` on it first" in result.output
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, cifar10_dir):
-    """A pgd-at run of the small CNN: 128 training images, 64 test images, one epoch."""
-    out = tmp_path_factory.mktemp("runs") / "pgd-at"
-    config = RunConfig.from_dict({
-        "defense": "pgd-at",
-        "model": {"backbone": "ades_cnn_small"},
-        "data": {"dataset": "imagefolder", "data_dir": str(cifar10_dir), "train_subset": 128,
-                 "test_subset": 64, "batch_size": 64},
-        "attack": {"steps": 2},
-        "optim": {"epochs": 1},
-        "eval": {"steps": 2},
-        "device": "cpu",
-    })
-    build(config).fit(out, progress=False)
-    return out
 
 
 @pytest.mark.slow

@@ -14,7 +14,6 @@ import torch
 from click.testing import CliRunner
 
 from ades_cli.main import cli
-from ades_core import RunConfig, build
 from ades_core.attacks import AutoAttack
 from ades_core.config import AttackOptions
 from ades_core.evaluation import AttackSpec, evaluate
@@ -116,23 +115,6 @@ def test_each_rank_keeps_its_own_state_beside_the_report(tmp_path):
 
 
 # ------------------------------------------------------------------ the command line
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, cifar10_dir):
-    out = tmp_path_factory.mktemp("resume") / "pgd-at"
-    config = RunConfig.from_dict({
-        "defense": "pgd-at",
-        "model": {"backbone": "ades_cnn_small"},
-        "data": {"dataset": "imagefolder", "data_dir": str(cifar10_dir), "train_subset": 64,
-                 "test_subset": 32, "batch_size": 32},
-        "attack": {"steps": 1},
-        "optim": {"epochs": 1},
-        "eval": {"steps": 1},
-        "device": "cpu",
-    })  # fmt: skip
-    build(config).fit(out, progress=False)
-    return out
-
-
 KILLING = "test-killing-pgd"
 
 
