@@ -58,7 +58,11 @@ def shell_line(step: Step, threads: int) -> str:
 
 
 class StudyRunner:
-    """Runs jobs ``parallel`` at a time; ``on_event`` gets one line per start, end and failure.
+    """Runs jobs ``parallel`` at a time, in order; ``on_event`` gets one line per start, end and failure.
+
+    A job with ``after`` set waits for that job to end first (and fails
+    without running when it failed); jobs are started in list order, so a
+    job must come after the one it waits for.
 
     ``on_job_done`` is called in the calling thread after every job, in the
     order they finish (the study rewrites its table there).
@@ -77,6 +81,8 @@ class StudyRunner:
         self._running: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._ended: dict[str, threading.Event] = {}
+        self._failed: set[str] = set()
         self.launched: list[list[str]] = []
 
     def _run_step(self, job: RunJob, step: Step) -> int:
@@ -100,9 +106,20 @@ class StudyRunner:
                     self._running.discard(process)
 
     def _run_job(self, job: RunJob) -> JobOutcome:
+        if job.after is not None and job.after in self._ended:
+            self._ended[job.after].wait()
+            if job.after in self._failed:
+                return JobOutcome(job=job, failed=job.after, returncode=1)
+        try:
+            return self._run_steps(job)
+        finally:
+            self._ended[job.label].set()
+
+    def _run_steps(self, job: RunJob) -> JobOutcome:
         for step in job.steps:
             code = self._run_step(job, step)
             if code != 0:
+                self._failed.add(job.label)
                 return JobOutcome(job=job, failed=step.kind, returncode=code, log=step.log)
         return JobOutcome(job=job)
 
@@ -110,6 +127,7 @@ class StudyRunner:
         """Run every job with steps; jobs without steps are reported as skipped. Returns the outcomes."""
         outcomes: list[JobOutcome] = []
         todo = [job for job in jobs if job.steps]
+        self._ended = {job.label: threading.Event() for job in todo}
         for job in jobs:
             if not job.steps:
                 self.on_event(f"skip {job.label}: finished ({job.folder})")
@@ -126,7 +144,8 @@ class StudyRunner:
                         else:
                             self.on_event(
                                 f"FAILED {outcome.job.label}: {outcome.failed} exited with {outcome.returncode}; "
-                                f"see {outcome.log}"
+                                f"see {outcome.log}" if outcome.log is not None else
+                                f"NOT RUN {outcome.job.label}: {outcome.failed} failed"
                             )
                         self.on_job_done(outcome)
             except BaseException:

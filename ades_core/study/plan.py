@@ -81,10 +81,13 @@ class RunJob:
     seed: int
     folder: Path
     steps: tuple[Step, ...] = attrs.field(converter=tuple)
+    after: str | None = None
+    """The label of a job that must end before this one starts (None: none)."""
 
     @property
     def label(self) -> str:
-        return f"{self.arm}/seed{self.seed}"
+        kinds = {step.kind for step in self.steps}
+        return f"{self.arm}/seed{self.seed}" + (" autoattack" if kinds == {"autoattack"} else "")
 
 
 def train_args(spec: StudySpec, arm: str, seed: int, *, resume: bool, overwrite: bool = False) -> list[str]:
@@ -144,7 +147,20 @@ def plan_job(spec: StudySpec, arm: str, seed: int, *, threads: int) -> RunJob:
 
 def plan_study(spec: StudySpec, *, arms: tuple[str, ...] | None = None, parallel: int | None = None) -> list[RunJob]:
     """Every (arm, seed) of ``spec`` (or of ``arms`` only), seed by seed: all arms of the first seed
-    first, so that paired comparisons fill in as the study goes."""
+    first, so that paired comparisons fill in as the study goes.
+
+    AutoAttack steps (hours each on a CPU) are split off into jobs of their
+    own after every training job, each waiting (``after``) for its run's
+    training and main evaluation to end, so that they do not hold up the grid.
+    """
     threads = threads_per_run(parallel or spec.parallel)
     chosen = spec.arm_names if arms is None else tuple(a for a in spec.arm_names if a in arms)
-    return [plan_job(spec, arm, seed, threads=threads) for seed in spec.seeds for arm in chosen]
+    jobs = [plan_job(spec, arm, seed, threads=threads) for seed in spec.seeds for arm in chosen]
+    main, trailing = [], []
+    for job in jobs:
+        first = [step for step in job.steps if step.kind != "autoattack"]
+        late = [step for step in job.steps if step.kind == "autoattack"]
+        main.append(attrs.evolve(job, steps=first))
+        if late:
+            trailing.append(attrs.evolve(job, steps=late, after=main[-1].label if first else None))
+    return main + trailing

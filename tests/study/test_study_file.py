@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from ades_cli.main import cli
 from ades_cli.study import load_study
 from ades_core.study import StudyFileError, StudySpec
-from ades_core.study.plan import option_args, plan_job, threads_per_run
+from ades_core.study.plan import option_args, plan_job, plan_study, threads_per_run
 from tests.study.fake_runs import write_finished_run, write_started_run, write_study_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -268,3 +268,28 @@ def test_study_help_names_its_options():
     assert result.exit_code == 0
     for option in ("--parallel", "--dry-run", "--only", "--table-only"):
         assert option in result.output
+
+
+def test_autoattack_steps_run_last_after_their_own_run(tmp_path):
+    spec = _spec(tmp_path, autoattack={"arms": ["ades"], "seeds": [0], "n": 4})
+    jobs = plan_study(spec)
+    kinds = [[step.kind for step in job.steps] for job in jobs]
+    assert kinds[-1] == ["autoattack"] and all("autoattack" not in k for k in kinds[:-1])
+    assert jobs[-1].after == "ades/seed0" and jobs[-1].label == "ades/seed0 autoattack"
+    assert [job.label for job in jobs[:-1]] == [f"{arm}/seed{seed}" for seed in spec.seeds for arm in spec.arm_names]
+
+
+def test_a_job_waiting_for_a_failed_run_is_not_started(tmp_path):
+    from ades_core.study.execute import StudyRunner
+    from ades_core.study.plan import RunJob, Step
+
+    broken = Step(kind="train", how="new", args=["run", "--no-such-option"], log=tmp_path / "train.log")
+    late = Step(kind="autoattack", how="new", args=["list"], log=tmp_path / "autoattack.log")
+    first = RunJob(arm="a", seed=0, folder=tmp_path, steps=[broken])
+    second = RunJob(arm="a", seed=0, folder=tmp_path, steps=[late], after=first.label)
+    events: list[str] = []
+    runner = StudyRunner(parallel=2, threads=1, on_event=events.append)
+    outcomes = runner.run([first, second])
+    assert {o.job.label: o.failed for o in outcomes} == {"a/seed0": "train", "a/seed0 autoattack": "a/seed0"}
+    assert len(runner.launched) == 1 and not (tmp_path / "autoattack.log").exists()
+    assert "NOT RUN a/seed0 autoattack: a/seed0 failed" in events
