@@ -105,6 +105,7 @@ RUN_OPTION_FIELDS: dict[str, tuple[str | None, str]] = {
     "scheduler_penalty": ("scheduler", "penalty"),
     "scheduler_random_std": ("scheduler", "random_std"),
     "scheduler_reverse": ("scheduler", "reverse"),
+    "scheduler_shuffle": ("scheduler", "shuffle"),
     "eval_eps": ("eval", "eps"),
     "eval_steps": ("eval", "steps"),
     "eval_every": ("eval", "every"),

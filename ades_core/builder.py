@@ -150,11 +150,12 @@ def build_defense(
             f"defense {config.defense!r} needs a learnable scheduler, got {scheduler_name!r}; "
             f"learnable: {', '.join(n for n in SCHEDULERS if SCHEDULERS.entry(n).meta.get('learnable'))}"
         )
-    if config.scheduler.reverse and not learnable:
-        raise BuildError(
-            f"--scheduler-reverse reverses a learned allocation; scheduler {scheduler_name!r} is not "
-            "learnable (use --scheduler mlp)"
-        )
+    for control, flag in ((config.scheduler.reverse, "reverse"), (config.scheduler.shuffle, "shuffle")):
+        if control and not learnable:
+            raise BuildError(
+                f"--scheduler-{flag} controls a learned allocation; scheduler {scheduler_name!r} is not "
+                "learnable (use --scheduler mlp)"
+            )
     objective = None
     if learnable:
         objective = _build_part(
@@ -196,6 +197,7 @@ def build_defense(
         attack_options=config.attack,
         num_samples=num_samples,
         reverse=config.scheduler.reverse,
+        shuffle=config.scheduler.shuffle,
     )
     return _build_part(DEFENSES, config.defense, Defense, f"defense {config.defense!r}", parts)
 

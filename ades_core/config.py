@@ -386,13 +386,16 @@ class SchedulerOptions:
     largest: uniform over the whole budget range). ``reverse``: the reversed
     control: the attack uses the learned budgets with each deviation from the
     batch mean negated (learnable schedulers only; docs/scheduler.md).
+    ``shuffle``: the shuffled control: the attack uses the learned budgets in
+    a random order within the batch (same budgets, same mean and spread;
+    learnable schedulers only; excludes ``reverse``).
     """
 
     name: str | None = attrs.field(default=None)
     hidden: int = attrs.field(default=32, validator=_int_at_least(1))
     weights: tuple[float, ...] | None = attrs.field(default=None, converter=_named(_float_tuple))
     objective: str = attrs.field(
-        default="allocate-min", validator=_registered(SCHEDULER_OBJECTIVES)
+        default="target-quantile", validator=_registered(SCHEDULER_OBJECTIVES)
     )
     lr: float | None = attrs.field(default=None)
     init_std: float = attrs.field(default=1e-2, validator=_number_in(0.0))
@@ -401,6 +404,12 @@ class SchedulerOptions:
     penalty: float = attrs.field(default=100.0, validator=_number_in(0.0))
     random_std: float = attrs.field(default=1 / math.sqrt(12), validator=_number_in(0.0, 1 / math.sqrt(12)))
     reverse: bool = attrs.field(default=False, validator=_boolean)
+    shuffle: bool = attrs.field(default=False, validator=_boolean)
+
+    @shuffle.validator
+    def _one_control(self, attribute: attrs.Attribute, value: bool) -> None:
+        if value and self.reverse:
+            raise ConfigError("shuffle", "the shuffled and the reversed control exclude each other; choose one")
 
     @lr.validator
     def _positive_lr(self, attribute: attrs.Attribute, value: float | None) -> None:

@@ -83,12 +83,17 @@ class Budget:
             (``eps = eps_min + (eps_max - eps_min) * sigma``), or ``None`` for a
             fixed budget.
         eps_min, eps_max: the bounds the scheduler guarantees (floats).
+        score: ``(B,)`` in [0, 1] with the scheduler's graph: the prediction an
+            objective that fits a measured target fits, when it is not ``sigma``
+            itself (the ``quantile`` allocation assigns budgets by the score's
+            rank, so sigma carries no graph); ``None``: sigma is the prediction.
     """
 
     eps: Tensor = attrs.field(validator=_check_tensor(1))
     sigma: Tensor | None = None
     eps_min: float = 0.0
     eps_max: float = 1.0
+    score: Tensor | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.sigma is not None and self.sigma.shape != self.eps.shape:
@@ -99,15 +104,21 @@ class Budget:
             raise ValueError(f"need 0 <= eps_min <= eps_max <= 1, got {self.eps_min}, {self.eps_max}")
 
     @classmethod
-    def from_sigma(cls, sigma: Tensor, eps_min: float, eps_max: float) -> Budget:
+    def from_sigma(cls, sigma: Tensor, eps_min: float, eps_max: float, *, score: Tensor | None = None) -> Budget:
         """``eps = eps_min + (eps_max - eps_min) * sigma``, clamped into the bounds
         (so float rounding can never leave them), for ``sigma`` ``(B,)`` in [0, 1]."""
         eps = (eps_min + (eps_max - eps_min) * sigma).clamp(eps_min, eps_max)
-        return cls(eps=eps, sigma=sigma, eps_min=eps_min, eps_max=eps_max)
+        return cls(eps=eps, sigma=sigma, eps_min=eps_min, eps_max=eps_max, score=score)
 
     def detach(self) -> Budget:
         sigma = None if self.sigma is None else self.sigma.detach()
-        return attrs.evolve(self, eps=self.eps.detach(), sigma=sigma)
+        score = None if self.score is None else self.score.detach()
+        return attrs.evolve(self, eps=self.eps.detach(), sigma=sigma, score=score)
+
+    @property
+    def prediction(self) -> Tensor | None:
+        """What a target-fitting objective fits: ``score`` if given, else ``sigma``."""
+        return self.sigma if self.score is None else self.score
 
 
 @attrs.frozen

@@ -55,6 +55,8 @@ class DefenseParts:
     """Training-set size: per-sample state is indexed by dataset index in ``[0, num_samples)``."""
     reverse: bool = False
     """The reversed control: the attack uses :func:`reverse_allocation` of the learned budgets."""
+    shuffle: bool = False
+    """The shuffled control: the attack uses :func:`shuffle_allocation` of the learned budgets."""
 
 
 def envelope_input(x: Tensor, x_adv: Tensor, eps: Tensor) -> Tensor:
@@ -108,6 +110,25 @@ def reverse_allocation(budget: Budget) -> Budget:
     return attrs.evolve(budget, eps=flipped + (eps - eps.detach()), sigma=sigma)
 
 
+def shuffle_allocation(budget: Budget) -> Budget:
+    """The shuffled control: the batch's learned budgets handed out in a random order.
+
+    ``eps_i' = eps_{pi(i)}`` for a uniformly random permutation ``pi`` of the
+    (local) batch, drawn from the global torch generator: the same budgets,
+    so the same mean and spread (exactly), with the assignment to samples
+    made at random instead of by the cues. Like :func:`reverse_allocation`,
+    only the values move: the gradient reaches each sample's own learned
+    budget, so the scheduler learns as in the learned arm.
+    """
+    order = torch.randperm(budget.eps.shape[0], device=budget.eps.device)
+    eps = budget.eps
+    shuffled = eps.detach()[order] + (eps - eps.detach())
+    sigma = budget.sigma
+    if sigma is not None:
+        sigma = sigma.detach()[order] + (sigma - sigma.detach())
+    return attrs.evolve(budget, eps=shuffled, sigma=sigma)
+
+
 class BudgetedAdversarialTraining(nn.Module):
     """Cues -> scheduler -> per-sample budgets -> attack -> outer loss on ``x_adv`` (and ``x``).
 
@@ -145,9 +166,9 @@ class BudgetedAdversarialTraining(nn.Module):
     forward, so no forward is added), and the fit enters the loss as
     ``J - J.detach()``, which trains the scheduler only.
 
-    ``parts.reverse`` (the reversed control): the attack and the loss use
-    :func:`reverse_allocation` of the scheduler's budgets, while the
-    scheduler learns as it would unreversed.
+    ``parts.reverse`` / ``parts.shuffle`` (the controls): the attack and the
+    loss use :func:`reverse_allocation` / :func:`shuffle_allocation` of the
+    scheduler's budgets, while the scheduler learns as it would uncontrolled.
     """
 
     def __init__(self, name: str, parts: DefenseParts, *, loss: str | None = None) -> None:
@@ -173,6 +194,9 @@ class BudgetedAdversarialTraining(nn.Module):
                 f"attack {type(self.attack).__name__} does not report them (use pgd)"
             )
         self.reverse = bool(parts.reverse)
+        self.shuffle = bool(parts.shuffle)
+        if self.reverse and self.shuffle:
+            raise ValueError("the reversed and the shuffled control exclude each other")
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
         """Before each epoch (0-based ``epoch`` of ``epochs``): switches AWP on after its warm-up."""
@@ -188,10 +212,14 @@ class BudgetedAdversarialTraining(nn.Module):
         ctx = CueContext(model, x if start is None else start, y, self.autocast_dtype)
         cues = extract_cues(self.cue_extractors, ctx)
         learned = self.scheduler(cues)
-        budget = reverse_allocation(learned) if self.reverse else learned
+        budget = learned
+        if self.reverse:
+            budget = reverse_allocation(learned)
+        elif self.shuffle:
+            budget = shuffle_allocation(learned)
         eps = budget.eps
-        learn_schedule = self.objective is not None and eps.requires_grad
-        fit = learn_schedule and self.fits_target and learned.sigma is not None
+        prediction = learned.prediction
+        fit = self.fits_target and prediction is not None and prediction.requires_grad
         breaking = BreakingRadius(x, y) if fit else None
         outer = self.training_loss
         clean_logits = self._clean_logits(ctx, x)  # eval mode, before any weight perturbation
@@ -206,7 +234,7 @@ class BudgetedAdversarialTraining(nn.Module):
                 model, x, target, eps.detach(), start=start, start_grad=first_grad, **self._breaking(breaking)
             )
         perturbation = self._perturb_weights(model, x, x_adv, y) if self._awp_on() else None
-        envelope = learn_schedule and not self.fits_target
+        envelope = self.objective is not None and not self.fits_target and eps.requires_grad
         model_input = envelope_input(x, x_adv, eps) if envelope else x_adv
         with autocast_for(x, self.autocast_dtype):
             logits_nat = train_model(x) if outer.uses_clean else None
@@ -220,7 +248,7 @@ class BudgetedAdversarialTraining(nn.Module):
         measured = None
         if breaking is not None:
             breaking.observe(x_adv, logits.detach().float())  # the last iterate, by the training forward
-            loss, measured = self._fit_target(loss, learned.sigma, breaking, idx)
+            loss, measured = self._fit_target(loss, prediction, breaking, idx)
         return StepOutput(
             loss=loss,
             logits_adv=logits.detach().float(),
@@ -239,12 +267,16 @@ class BudgetedAdversarialTraining(nn.Module):
     def _fit_target(
         self, loss: Tensor, sigma: Tensor, breaking: BreakingRadius, idx: Tensor
     ) -> tuple[Tensor, RobustnessTarget]:
-        """``loss + (J - J.detach())`` for the target objective's fit ``J``, and what was measured."""
+        """``loss + (J - J.detach())`` for the target objective's fit ``J`` of ``sigma`` (the
+        scheduler's prediction, ``Budget.prediction``), and what was measured; with the
+        ``quantile`` allocation the scheduler also records the measured targets."""
         objective = self.objective
         radius = objective.target_radius(breaking.radius)
         target_sigma = objective.target_sigma(radius)
         held_out = objective.held_out(idx)
         fit = objective.fit_loss(sigma, target_sigma, held_out)
+        if objective.allocation == "quantile":
+            self.scheduler.record_targets(target_sigma, ~held_out)
         prediction, deviation = objective.deviations(sigma.detach(), target_sigma, held_out)
         measured = RobustnessTarget(
             radius=radius, broken=breaking.broken, deviation=deviation, prediction=prediction, held_out=held_out

@@ -10,7 +10,13 @@ from ades_core.distributed import batch_mean
 from ades_core.protocols import Budget, Cues
 from ades_core.registries import SCHEDULERS
 
-ALLOCATIONS = ("free", "mean")
+ALLOCATIONS = ("free", "mean", "quantile")
+
+QUANTILE_POINTS = 65
+"""Points of the quantile function of measured targets the ``quantile`` allocation keeps."""
+
+QUANTILE_MOMENTUM = 0.1
+"""Weight of each batch's measured quantiles in their running average (about 10 batches of memory)."""
 
 
 def centre_sigma(raw: torch.Tensor) -> torch.Tensor:
@@ -27,6 +33,24 @@ def centre_sigma(raw: torch.Tensor) -> torch.Tensor:
     return 0.5 + 0.5 * (raw - batch_mean(raw))
 
 
+def batch_ranks(score: Tensor) -> Tensor:
+    """``(B,)`` -> ``(B,)`` float positions in (0, 1): ``(rank_i + 1/2) / B`` of ``score_i`` in its batch
+    (ties broken by index; local to the rank's batch under ``torchrun``)."""
+    order = torch.argsort(score.detach(), stable=True)
+    ranks = torch.empty_like(order)
+    ranks[order] = torch.arange(score.shape[0], device=score.device)
+    return (ranks.to(torch.float32) + 0.5) / score.shape[0]
+
+
+def interpolate_quantiles(table: Tensor, positions: Tensor) -> Tensor:
+    """Linear interpolation of the quantile function ``table`` ``(Q,)`` (at ``0, 1/(Q-1), ..., 1``)
+    at ``positions`` ``(B,)`` in [0, 1]."""
+    scaled = positions.clamp(0.0, 1.0) * (table.shape[0] - 1)
+    low = scaled.floor().long().clamp(max=table.shape[0] - 2)
+    weight = scaled - low
+    return table[low] * (1 - weight) + table[low + 1] * weight
+
+
 class MLPScheduler(nn.Module):
     """``sigma = sigmoid(W2 relu(W1 c + b1) + b2)``; ``eps = eps_min + lam * sigma``.
 
@@ -36,7 +60,11 @@ class MLPScheduler(nn.Module):
         eps_min, lam: budget bounds in [0, 1] pixel scale.
         allocation: ``free`` (sigma is the MLP's output; the mean budget may
             drift) or ``mean`` (:func:`centre_sigma`: the batch mean budget is
-            held at ``eps_min + lam / 2`` exactly and only its allocation is learned).
+            held at ``eps_min + lam / 2`` exactly and only its allocation is learned)
+            or ``quantile`` (the budgets are the running quantiles of the measured
+            robustness targets, :meth:`record_targets`, assigned by the rank of the
+            MLP's output in the batch; the batch mean is held exactly as with
+            ``mean``; the output itself is fitted to the target as ``Budget.score``).
         init_std: std of the output layer's weights at initialisation (its bias
             starts at 0). The default 1e-2 starts sigma at about 0.5 for every
             sample; 0 starts it at exactly 0.5; larger values start with a
@@ -67,6 +95,35 @@ class MLPScheduler(nn.Module):
         self.allocation = allocation
         self.eps_min = float(eps_min)
         self.eps_max = float(eps_min + lam)
+        if allocation == "quantile":
+            # The quantile function of the measured targets on the sigma scale (sorted, in [0, 1]).
+            # Before the first batch is measured it is uniform over [0, 1], so even the first step
+            # gives per-sample budgets (in the order of the untrained output); the first measured
+            # batch replaces it.
+            self.register_buffer("target_quantiles", torch.linspace(0.0, 1.0, QUANTILE_POINTS))
+            self.register_buffer("targets_seen", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def record_targets(self, target_sigma: Tensor, fitted: Tensor) -> None:
+        """Fold one batch's measured targets into the running quantile function (``quantile`` only).
+
+        ``target_sigma`` ``(B,)`` in [0, 1] (the targets on the sigma scale),
+        ``fitted`` ``(B,)`` bool (the samples the objective fits; held-out ones
+        are left out). The batch's quantiles at :data:`QUANTILE_POINTS` points
+        replace the table on the first batch and enter a running average with
+        weight :data:`QUANTILE_MOMENTUM` after; a batch with no fitted sample
+        changes nothing. Host-sync free: the "any fitted" test is a tensor ``where``.
+        """
+        if self.allocation != "quantile":
+            raise RuntimeError(f"record_targets needs the quantile allocation, this scheduler's is {self.allocation!r}")
+        values = torch.where(fitted, target_sigma.float(), torch.full_like(target_sigma, float("nan"), dtype=torch.float32))
+        levels = torch.linspace(0.0, 1.0, QUANTILE_POINTS, device=values.device)
+        batch = torch.nanquantile(values, levels)
+        weight = torch.where(self.targets_seen > 0, QUANTILE_MOMENTUM, 1.0)
+        any_fitted = fitted.any()
+        updated = self.target_quantiles * (1 - weight) + torch.nan_to_num(batch, nan=0.5) * weight
+        self.target_quantiles.copy_(torch.where(any_fitted, updated, self.target_quantiles))
+        self.targets_seen.add_(any_fitted.long())
 
     def forward(self, cues: Cues) -> Budget:
         values = cues.values
@@ -76,6 +133,9 @@ class MLPScheduler(nn.Module):
             )
         first = self.net[0].weight
         raw = torch.sigmoid(self.net(values.to(first.dtype)).squeeze(1).float())
+        if self.allocation == "quantile":
+            quantile = interpolate_quantiles(self.target_quantiles, batch_ranks(raw))
+            return Budget.from_sigma(centre_sigma(quantile), self.eps_min, self.eps_max, score=raw)
         sigma = centre_sigma(raw) if self.allocation == "mean" else raw
         return Budget.from_sigma(sigma, self.eps_min, self.eps_max)
 

@@ -30,6 +30,20 @@ only shapes the allocation. Every ``holdout_every``-th dataset index is left
 out of ``J``; the telemetry scores the fit on those samples (held-out R^2 and
 Spearman of sigma against ``s``: how well the cues predict robustness).
 
+Why a second allocation. The fitted sigma is the regression ``E[s | cues]``,
+whose spread is the target's spread times the correlation the cues reach:
+cues that explain a few percent of the target's variance give a spread of a
+few tenths of 1/255, and the budget stays in effect fixed however well the
+fit is done. ``target-quantile`` separates *how much* the budgets differ
+from *who gets which*: the scheduler keeps a running quantile function of
+the measured targets ``s`` (:meth:`~ades_core.schedulers.mlp.MLPScheduler.record_targets`),
+and each sample's budget is that function at the rank of its fitted output
+in the batch, centred (``sigma_i = 1/2 + (q_i - mean(q)) / 2``, the mean
+exactly 1/2 as with ``mean``). The spread is thus the measured spread of the
+breaking radii (halved); what is learned is the order. If the cues do not
+predict the order, the allocation is as good as a random permutation of it,
+which is what the study's shuffled control measures.
+
 ``J`` reaches the scheduler as an explicit loss term, added to the training
 loss as ``J - J.detach()`` (zero in value, so the reported loss is the
 model's, bit for bit), not through the envelope path: ``J`` depends on the
@@ -64,12 +78,16 @@ class RobustnessTargetFit:
         eps_min, lam: the budget range, [0, 1] pixel scale, ``lam > 0``.
         holdout_every: samples with ``idx % holdout_every == 0`` are not fitted
             (``>= 2``).
+        allocation: ``mean`` (``target``: the budget is the fitted sigma,
+            centred) or ``quantile`` (``target-quantile``: the scheduler fits its
+            raw output and allocates the running quantiles of the measured
+            targets by that output's rank; see the module docstring).
     """
 
     eps_min: float
     lam: float
     holdout_every: int = HOLDOUT_EVERY
-    allocation: str = "mean"
+    allocation: str = attrs.field(default="mean", validator=attrs.validators.in_(("mean", "quantile")))
     fits_target: ClassVar[bool] = True
     """Tells the defense to measure the target and add :meth:`fit_loss` (no envelope path)."""
 
@@ -122,10 +140,23 @@ def _target_fit(options: SchedulerOptions, *, budget: BudgetConfig) -> Robustnes
     return RobustnessTargetFit(budget.eps_min, budget.lam)
 
 
+def _target_quantile_fit(options: SchedulerOptions, *, budget: BudgetConfig) -> RobustnessTargetFit:
+    return RobustnessTargetFit(budget.eps_min, budget.lam, allocation="quantile")
+
+
 SCHEDULER_OBJECTIVES.register(
     "target",
     _target_fit,
     description="fixed mean budget; fit sigma to each sample's breaking radius, read from PGD's iterates",
+    paper="amortised per-sample search (after IAAT, MMA); see docs/scheduler.md",
+    lr=TARGET_LR,
+)
+
+SCHEDULER_OBJECTIVES.register(
+    "target-quantile",
+    _target_quantile_fit,
+    description="fixed mean budget; budgets are the measured breaking radii's quantiles, given by the rank "
+    "of sigma fitted to each sample's radius (the default)",
     paper="amortised per-sample search (after IAAT, MMA); see docs/scheduler.md",
     lr=TARGET_LR,
 )

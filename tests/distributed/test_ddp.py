@@ -9,7 +9,8 @@ and on two ranks with B/2 each, so that only float summation order differs:
 * ``--sync-bn``: BatchNorm normalises the training forward over the global
   batch (on one process BatchNorm already does);
 * the cue min-max normalisation and the scheduler's fixed mean
-  (``allocate-min``, the default objective) are reduced over ranks, and DDP
+  (``allocate-min``, chosen here because the default ``target-quantile`` ranks
+  budgets within each rank's batch) are reduced over ranks, and DDP
   and the trainer average the model's and scheduler's gradients.
 
 Tolerances: the first step is the same up to float32 rounding (eps statistics
@@ -50,7 +51,8 @@ def _args(data_dir: Path, out: Path) -> list[str]:
         "--dataset", "imagefolder", "--data-dir", str(data_dir), "--train-subset", "128",
         "--test-subset", "64", "--batch-size", "32", "--epochs", "1", "--steps", "1",
         "--eval-steps", "1", "--eval-batch-size", str(EVAL_BATCH), "--seed", "1", "--lr", "0.01",
-        "--eps-min", "0", "--no-augment", "--device", "cpu", "--quiet", "--out", str(out),
+        "--eps-min", "0", "--scheduler-objective", "allocate-min",
+        "--no-augment", "--device", "cpu", "--quiet", "--out", str(out),
     ]  # fmt: skip
 
 

@@ -119,7 +119,8 @@ def test_the_shipped_adaptive_budget_protocol_is_a_valid_study():
     assert spec.eval_options["n"] == 10000
     assert spec.autoattack is not None and spec.autoattack.n == 1000 and spec.autoattack.seeds == (0,)
     assert set(spec.autoattack.arms) == {"pgd-at", "ades"}
-    assert spec.arm_options("random-control")["scheduler"] == "random"
+    assert spec.arm_options("shuffled-control")["scheduler-shuffle"] is True
+    assert spec.arm_options("reversed-control")["scheduler-reverse"] is True
 
 
 def test_threads_per_run_divide_the_cores():
