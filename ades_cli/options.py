@@ -106,6 +106,8 @@ RUN_OPTION_FIELDS: dict[str, tuple[str | None, str]] = {
     "scheduler_random_std": ("scheduler", "random_std"),
     "scheduler_reverse": ("scheduler", "reverse"),
     "scheduler_shuffle": ("scheduler", "shuffle"),
+    "scheduler_lookahead_every": ("scheduler", "lookahead_every"),
+    "scheduler_lookahead_lr": ("scheduler", "lookahead_lr"),
     "eval_eps": ("eval", "eps"),
     "eval_steps": ("eval", "steps"),
     "eval_every": ("eval", "every"),

@@ -8,7 +8,9 @@ or a bad value fails with one line naming the arm and the option.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import signal
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,22 @@ def load_study(path: Path):
     return spec
 
 
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into ``KeyboardInterrupt`` while the study runs, so that ``kill PID``
+    (or Ctrl-C) stops the runs it started, even where a background launch left SIGINT ignored."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _chosen_arms(spec, only: tuple[str, ...] | None) -> tuple[str, ...] | None:
     if only is None:
         return None
@@ -145,7 +163,8 @@ def study_command(
     runner = StudyRunner(
         parallel=side_by_side, threads=threads, on_event=click.echo, on_job_done=lambda outcome: write_table(spec)
     )
-    outcomes = runner.run(jobs)
+    with stop_on_signals():
+        outcomes = runner.run(jobs)
     write_table(spec)
     click.echo(f"table: {spec.out / 'study.md'}  ({len(runner.launched)} commands launched)")
     failed = [o for o in outcomes if not o.ok]

@@ -388,7 +388,9 @@ class SchedulerOptions:
     batch mean negated (learnable schedulers only; docs/scheduler.md).
     ``shuffle``: the shuffled control: the attack uses the learned budgets in
     a random order within the batch (same budgets, same mean and spread;
-    learnable schedulers only; excludes ``reverse``).
+    learnable schedulers only; excludes ``reverse``). ``lookahead_every``,
+    ``lookahead_lr``: the ``lookahead`` objective's interval in steps and the
+    learning rate of its virtual SGD step.
     """
 
     name: str | None = attrs.field(default=None)
@@ -405,6 +407,8 @@ class SchedulerOptions:
     random_std: float = attrs.field(default=1 / math.sqrt(12), validator=_number_in(0.0, 1 / math.sqrt(12)))
     reverse: bool = attrs.field(default=False, validator=_boolean)
     shuffle: bool = attrs.field(default=False, validator=_boolean)
+    lookahead_every: int = attrs.field(default=4, validator=_int_at_least(1))
+    lookahead_lr: float = attrs.field(default=0.1, validator=_number_in(0.0, low_open=True))
 
     @shuffle.validator
     def _one_control(self, attribute: attrs.Attribute, value: bool) -> None:

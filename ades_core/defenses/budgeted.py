@@ -32,6 +32,7 @@ from ades_core.protocols import (
     StepOutput,
 )
 from ades_core.registries import DEFENSES
+from ades_core.schedulers.lookahead import LookAhead, VirtualBatch, call_with
 from ades_core.schedulers.objectives import SchedulerObjective, attach_objective
 
 
@@ -193,6 +194,9 @@ class BudgetedAdversarialTraining(nn.Module):
                 f"the scheduler objective fits a breaking radius read from the attack's iterates; "
                 f"attack {type(self.attack).__name__} does not report them (use pgd)"
             )
+        self.looks_ahead = isinstance(self.objective, LookAhead)
+        self._kept: VirtualBatch | None = None
+        self._steps = 0
         self.reverse = bool(parts.reverse)
         self.shuffle = bool(parts.shuffle)
         if self.reverse and self.shuffle:
@@ -234,7 +238,7 @@ class BudgetedAdversarialTraining(nn.Module):
                 model, x, target, eps.detach(), start=start, start_grad=first_grad, **self._breaking(breaking)
             )
         perturbation = self._perturb_weights(model, x, x_adv, y) if self._awp_on() else None
-        envelope = self.objective is not None and not self.fits_target and eps.requires_grad
+        envelope = self.objective is not None and not (self.fits_target or self.looks_ahead) and eps.requires_grad
         model_input = envelope_input(x, x_adv, eps) if envelope else x_adv
         with autocast_for(x, self.autocast_dtype):
             logits_nat = train_model(x) if outer.uses_clean else None
@@ -245,6 +249,8 @@ class BudgetedAdversarialTraining(nn.Module):
         loss = per_sample.mean()
         if envelope:
             attach_objective(self.objective, eps, per_sample)
+        if self.looks_ahead and eps.requires_grad:
+            loss = self._look_ahead_step(model, loss, x, x_adv, y, cues)
         measured = None
         if breaking is not None:
             breaking.observe(x_adv, logits.detach().float())  # the last iterate, by the training forward
@@ -282,6 +288,32 @@ class BudgetedAdversarialTraining(nn.Module):
             radius=radius, broken=breaking.broken, deviation=deviation, prediction=prediction, held_out=held_out
         )
         return loss + (fit - fit.detach()).to(loss.dtype), measured
+
+    def _look_ahead_step(self, model: nn.Module, loss: Tensor, x: Tensor, x_adv: Tensor, y: Tensor, cues) -> Tensor:
+        """The ``lookahead`` objective's part of a step: score the batch kept at the last due step
+        on this one (``loss + (J - J.detach())``), then keep this batch if this step is due."""
+        if self._kept is not None:
+            kept, self._kept = self._kept, None
+            budget = self.scheduler(kept.cues)  # the kept batch's budgets, with the scheduler's graph
+            model_input = envelope_input(kept.x, kept.x_adv, budget.eps)
+            outer = self.training_loss
+
+            def virtual_loss(params) -> Tensor:
+                with autocast_for(kept.x, self.autocast_dtype):
+                    nat = call_with(model, params, kept.x) if outer.uses_clean else None
+                    adv = call_with(model, params, model_input)
+                return outer.per_sample(adv.float(), kept.y, None if nat is None else nat.float(), self.beta).mean()
+
+            with autocast_for(x, self.autocast_dtype):
+                score = self.objective.score(model, virtual_loss, x, x_adv, y)
+            loss = loss + (score - score.detach()).to(loss.dtype)
+        if self.objective.keeps(self._steps):
+            self._kept = VirtualBatch(
+                x=x.detach(), x_adv=x_adv.detach(), y=y.detach(),
+                cues=attrs.evolve(cues, values=cues.values.detach()),
+            )
+        self._steps += 1
+        return loss
 
     def _awp_on(self) -> bool:
         return self.awp is not None and self.awp.active

@@ -294,3 +294,16 @@ def test_a_job_waiting_for_a_failed_run_is_not_started(tmp_path):
     assert {o.job.label: o.failed for o in outcomes} == {"a/seed0": "train", "a/seed0 autoattack": "a/seed0"}
     assert len(runner.launched) == 1 and not (tmp_path / "autoattack.log").exists()
     assert "NOT RUN a/seed0 autoattack: a/seed0 failed" in events
+
+
+def test_sigterm_and_sigint_become_keyboard_interrupts_while_a_study_runs():
+    import os
+    import signal
+
+    from ades_cli.study import stop_on_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with pytest.raises(KeyboardInterrupt), stop_on_signals():
+            os.kill(os.getpid(), sig)
+    assert signal.getsignal(signal.SIGTERM) is before
