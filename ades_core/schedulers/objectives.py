@@ -14,8 +14,8 @@ the budget: ``free`` (sigma is the MLP's output; the mean budget may drift) or
 ``mean`` (:func:`ades_core.schedulers.mlp.centre_sigma`: the batch mean of
 sigma is exactly 1/2, so only the allocation across samples is learned).
 
-Registered objectives (equations, measurements and advice: docs/scheduler.md,
-``../shared/guides/SCHEDULER.md``), with ``s_i = (eps_i - eps_min) / lam``:
+Registered objectives (equations, measurements and advice: docs/scheduler.md),
+with ``s_i = (eps_i - eps_min) / lam``:
 
 * ``paper`` (free): ``J = mean_i L_i``, the paper as written. ``d_i >= 0``
   for almost every sample, so every budget shrinks to ``eps_min``; the run
@@ -23,7 +23,7 @@ Registered objectives (equations, measurements and advice: docs/scheduler.md,
 * ``allocate-max`` (mean): ``J = -mean_i L_i``: budget moves to the samples
   whose loss grows fastest with eps.
 * ``allocate-min`` (mean): ``J = mean_i L_i``: budget moves to the samples
-  whose loss grows slowest (the IAAT/MMA direction); the default (docs/scheduler.md, study).
+  whose loss grows slowest (the IAAT/MMA direction); the default before ``target-quantile``.
 * ``penalty`` (free): ``J = -mean_i L_i + (mu / 2) (mean_i s_i - 1/2)^2``:
   ascend the loss, with a quadratic pull of the mean budget to
   ``eps_min + lam / 2``; the mean settles ``lam * mean(d) / mu`` above it in

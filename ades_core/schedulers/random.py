@@ -1,7 +1,7 @@
 """The ``random`` scheduler: a control that allocates the budget at random.
 
 A learned allocation is only worth its cost if it beats a random allocation
-of the same spread (../shared/guides/SCHEDULER.md). This scheduler draws a
+of the same spread (docs/scheduler.md). This scheduler draws a
 fresh sigma for every sample at every step, uniformly, with the batch mean
 held at 1/2 (so the mean budget is ``eps_min + lam / 2``, as with the
 ``mean`` allocation of the MLP) and a chosen standard deviation.
