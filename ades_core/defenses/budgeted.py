@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ades_core.attacks.breaking import BreakingRadius
+from ades_core.attacks.pgd import PGD
 from ades_core.config import AttackOptions, BudgetConfig, ConfigError, DefenseOptions
 from ades_core.cues import extract_cues
 from ades_core.defenses.awp import AppliedPerturbation, WeightPerturbation
@@ -335,8 +336,11 @@ class BudgetedAdversarialTraining(nn.Module):
         """The attack's random start in the smallest ball every sample shares, clipped to [0, 1].
 
         ``clip(x + eps_min * u, 0, 1)``, ``u ~ U[-1, 1]``, for PGD's uniform start;
-        ``clip(x + 0.001 * N(0, 1), 0, 1)`` for TRADES's and MART's start.
+        ``clip(x + 0.001 * N(0, 1), 0, 1)`` for TRADES's and MART's start; ``x``
+        itself (a copy) when the attack has no random start (``random_start=False``).
         """
+        if isinstance(self.attack, PGD) and not self.attack.random_start:
+            return x.clone()
         draw = getattr(self.attack, "draw_start", None)
         if draw is None:
             return (x + (torch.rand_like(x) * 2 - 1) * self.scheduler.eps_min).clamp_(0.0, 1.0)
