@@ -3,7 +3,6 @@ and on request one pgd-at training step in each execution format (eager, channel
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ def bench_command(
     `ades run --compile` does; its first, compiling call is timed apart).
     """
     from ades_core.benchmark import BenchSettings, run_benchmarks
+    from ades_core.engine.files import write_json
 
     if threads is not None:
         import torch
@@ -70,20 +70,24 @@ def bench_command(
     if "formats" in report:
         _print_formats(console, report["formats"])
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(out, report)  # strict JSON: a figure that is not measured is null
         console.print(f"wrote {out}", highlight=False)
 
 
 def _print_sections(console: Console, report: dict[str, Any], eval_steps: int) -> None:
     table = Table(title="training step (s)", title_justify="left")
-    for column in ("defense", "min", "median", "x pgd-at", "peak MiB"):
+    rows = report["training_step"]
+    per_row_peak = all(row.get("peak_memory_mb") is not None for row in rows.values())
+    for column in ("defense", "min", "median", "x pgd-at", "peak MiB" if per_row_peak else "peak RSS +MiB"):
         table.add_column(column, justify="right")
-    for name, row in report["training_step"].items():
+    for name, row in rows.items():
         ratio = row.get("ratio_to_pgd_at")
+        memory = row["peak_memory_mb"] if per_row_peak else row.get("peak_rss_growth_mb")
         table.add_row(name, f"{row['min']:.4f}", f"{row['median']:.4f}",
-                      "" if ratio is None else f"{ratio:.3f}", f"{row['peak_memory_mb']:.0f}")
+                      "" if ratio is None else f"{ratio:.3f}", "-" if memory is None else f"{memory:.0f}")
     console.print(table)
+    if report.get("memory_note"):
+        console.print(f"memory: {report['memory_note']}", highlight=False)
     cues = report["cue_extraction"]
     table = Table(title=f"cue extraction per batch (s): {','.join(cues['cues'])}", title_justify="left")
     for column in ("path", "min", "median"):

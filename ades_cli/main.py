@@ -178,7 +178,6 @@ def run(
     from ades_core.distributed import init_from_env, launched_by_torchrun, shutdown
     from ades_core.engine.run_folder import check_new_run
 
-    sync_bn = options.pop("sync_bn", None)
     if resume is not None and launched_by_torchrun():
         raise click.UsageError(
             "--resume is not supported under torchrun; resume in one process (ades run --resume DIR) or start again"
@@ -190,8 +189,6 @@ def run(
             out = Path(resume)
         else:
             config = config_from_options(preset, options)
-            if sync_bn is not None:
-                config = config.evolve(sync_bn=sync_bn)
             out = out or Path("runs") / f"{config.defense}-{config.model.backbone}-seed{config.seed}"
         dist = init_from_env(config.device)
         main_rank = dist is None or dist.is_main

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ades_core.config import format_eps, parse_eps, parse_lam
+from ades_core.config import format_eps, parse_comma_list, parse_eps, parse_lam
 
 
 class EpsType(click.ParamType):
@@ -36,17 +36,17 @@ class LamType(EpsType):
 
 
 class CommaList(click.ParamType):
-    """``a,b,c`` -> ``("a", "b", "c")``."""
+    """``a,b,c`` -> ``("a", "b", "c")``; an empty value or an empty item (``a,,b``) is refused."""
 
     name = "list"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, ...]:
         if isinstance(value, tuple):
             return value
-        items = tuple(part.strip() for part in str(value).split(",") if part.strip())
-        if not items:
-            self.fail("expected a comma-separated list, got an empty value", param, ctx)
-        return items
+        try:
+            return parse_comma_list(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 EPS = EpsType()
@@ -60,6 +60,7 @@ RUN_OPTION_FIELDS: dict[str, tuple[str | None, str]] = {
     "device": (None, "device"),
     "amp": (None, "amp"),
     "compile": (None, "compile"),
+    "sync_bn": (None, "sync_bn"),
     "log_every": (None, "log_every"),
     "checkpoint_every": (None, "checkpoint_every"),
     "on_nonfinite": (None, "on_nonfinite"),

@@ -3,9 +3,21 @@ and (on request) one pgd-at training step in each execution format.
 
 Every figure is measured in one process, on the same model, batch and device,
 with warm-up and repeats; the minimum and the median are reported. On CUDA the
-device is synchronised around each timed call (never inside it), and peak
-memory is ``torch.cuda.max_memory_allocated``; on CPU it is the process's peak
-resident set size so far (a high-water mark, so it only grows between rows).
+device is synchronised around each timed call (never inside it).
+
+Memory of each training-step row (:func:`measure_row_memory`), measured on
+that row's own calls, never shared between rows:
+
+* CUDA: ``peak_memory_mb``, ``torch.cuda.max_memory_allocated`` during one
+  call of the row alone, after the timed rounds, with the peak statistics
+  reset just before it (everything allocated then counts: model, batch,
+  optimiser state and the step's own tensors).
+* CPU: no per-row peak exists (the process's peak resident set size is a
+  high-water mark that cannot be reset), so ``peak_memory_mb`` is ``None``;
+  ``peak_rss_growth_mb`` is how much the row's first call, before any timing,
+  rows one after another in their order, raised the process's peak RSS: 0
+  means the row needed no more memory than the process had already peaked at.
+  :data:`MEMORY_NOTES` says so in the report.
 """
 
 from __future__ import annotations
@@ -80,11 +92,45 @@ def _sync(device: torch.device) -> None:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: max allocated since the last reset; CPU: the process's peak RSS (MiB)."""
+    """CUDA: max allocated since the last reset; CPU: the process's peak RSS so far (MiB)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+MEMORY_NOTES = {
+    "cuda": "peak_memory_mb: torch.cuda.max_memory_allocated during one call of the row alone, "
+    "the peak reset before it",
+    "cpu": "peak_memory_mb is null: the process's peak RSS cannot be reset, so no per-row peak exists; "
+    "peak_rss_growth_mb: how much the row's first call (before timing, rows in order) raised the "
+    "process's peak RSS, 0 when it needed no more than the process had already peaked at",
+}
+"""What the memory figures of the training-step rows mean, per device type (``report["memory_note"]``)."""
+
+
+def measure_row_memory(calls: dict[str, Callable[[], Any]], device: torch.device) -> dict[str, dict[str, Any]]:
+    """Memory of each call, measured on its own call (MiB), in the order of ``calls``.
+
+    CUDA: ``{"peak_memory_mb": peak}``, the peak allocated during one call,
+    the peak statistics reset before it. CPU: ``{"peak_memory_mb": None,
+    "peak_rss_growth_mb": growth}``, how much that call raised the process's
+    peak RSS (which only grows: call it before the calls have run, so it
+    measures their first, largest allocations; see the module docstring).
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    for name, fn in calls.items():
+        _sync(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            fn()
+            _sync(device)
+            rows[name] = {"peak_memory_mb": peak_memory_mb(device)}
+        else:
+            before = peak_memory_mb(device)
+            fn()
+            rows[name] = {"peak_memory_mb": None, "peak_rss_growth_mb": peak_memory_mb(device) - before}
+    return rows
 
 
 def time_calls(
@@ -125,7 +171,8 @@ def _model_and_batch(settings: BenchSettings, device: torch.device) -> tuple[nn.
 
 
 def bench_training_steps(settings: BenchSettings) -> dict[str, Any]:
-    """One full training step (defense step, backward, optimiser steps) per defense."""
+    """One full training step (defense step, backward, optimiser steps) per defense: seconds
+    (:func:`time_calls`) and the row's own memory (:func:`measure_row_memory`)."""
     device = resolve_device(settings.device)
     autocast_dtype = resolve_autocast(settings.amp, device)
     model, x, y = _model_and_batch(settings, device)
@@ -137,11 +184,14 @@ def bench_training_steps(settings: BenchSettings) -> dict[str, Any]:
         )
         steps[name] = _training_step(build_defense(config, autocast_dtype), model, optimiser, x, y, device)
     model.train()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    # each row's memory from its own call: on the CPU before anything has run (the peak RSS
+    # only grows), on CUDA after the timed rounds (warm caches), the peak reset per row
+    memory = measure_row_memory(steps, device) if device.type != "cuda" else {}
     rows: dict[str, Any] = time_calls(steps, device, warmup=settings.warmup, repeats=settings.repeats)
-    for row in rows.values():
-        row["peak_memory_mb"] = peak_memory_mb(device)
+    if device.type == "cuda":
+        memory = measure_row_memory(steps, device)
+    for name, row in rows.items():
+        row |= memory[name]
     if "pgd-at" in rows:
         base = rows["pgd-at"]["median"]
         for row in rows.values():
@@ -313,6 +363,7 @@ def run_benchmarks(settings: BenchSettings) -> dict[str, Any]:
     report: dict[str, Any] = {"settings": attrs.asdict(settings), "machine": machine}
     if not settings.formats_only:
         report["training_step"] = bench_training_steps(settings)
+        report["memory_note"] = MEMORY_NOTES["cuda" if device.type == "cuda" else "cpu"]
         report["cue_extraction"] = bench_cues(settings)
         report["pgd_throughput"] = bench_pgd_throughput(settings)
     if settings.formats:

@@ -143,7 +143,7 @@ def build_defense(
     cues = tuple(
         _build_part(CUES, name, CueExtractor, f"cue {name!r}", config.cues) for name in cue_names
     )
-    scheduler_name = config.scheduler.name or entry.meta.get("scheduler", "mlp")
+    scheduler_name = config.scheduler_name()
     learnable = SCHEDULERS.entry(scheduler_name).meta.get("learnable", False)
     if entry.meta.get("learnable") and not learnable:
         raise BuildError(
@@ -228,7 +228,12 @@ def build(config: RunConfig) -> TrainingSetup:
     (``setup.train_model``; ``setup.model`` stays the plain module), and after
     building, torch's generators are re-seeded per rank (``seed + rank``) so
     random starts differ between ranks.
+
+    ``setup.config`` is ``config`` with the scheduler it resolved to named
+    (:meth:`RunConfig.with_resolved_scheduler`): ``config.json``, the model
+    file and the training state record the scheduler the run used, not ``null``.
     """
+    config = config.with_resolved_scheduler()
     dist = active()
     torch.manual_seed(config.seed)
     device = resolve_device(config.device) if dist is None else dist.device
@@ -315,7 +320,7 @@ def build(config: RunConfig) -> TrainingSetup:
         "device": str(device),
         "autocast_dtype": str(autocast_dtype).replace("torch.", "") if autocast_dtype else None,
         "cues": list(config.cues.names) if uses_cues else [],
-        "scheduler": config.scheduler.name or DEFENSES.entry(config.defense).meta.get("scheduler"),
+        "scheduler": config.scheduler_name(),
         "scheduler_learnable": defense_optimizer is not None,
         "allocation": getattr(scheduler, "allocation", None),
         "scheduler_lr": config.scheduler.learning_rate() if defense_optimizer is not None else None,

@@ -140,9 +140,27 @@ def format_eps(eps: float) -> str:
     return f"{eps:.4g}"
 
 
+def parse_comma_list(value: str) -> tuple[str, ...]:
+    """``"a, b,c"`` -> ``("a", "b", "c")``: the items, stripped of surrounding spaces.
+
+    Raises:
+        ValueError: one line, for an empty value or an empty item (``a,,b``,
+            a leading or trailing comma), naming the value and what is accepted.
+    """
+    parts = [part.strip() for part in str(value).split(",")]
+    if not any(parts):
+        raise ValueError("expected a comma-separated list, got an empty value")
+    if not all(parts):
+        position = parts.index("") + 1
+        raise ValueError(
+            f"{value!r} has an empty item (item {position}); give items separated by single commas, e.g. a,b,c"
+        )
+    return tuple(parts)
+
+
 def _comma_tuple(value: str | tuple | list) -> tuple[str, ...]:
     if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
+        return parse_comma_list(value)
     return tuple(value)
 
 
@@ -603,6 +621,16 @@ def _from_mapping(cls: type, values: Mapping[str, Any]) -> Any:
     return cls(**values)
 
 
+DEFAULT_SCHEDULER = "mlp"
+"""The scheduler of a defense that names none of its own (no ``scheduler`` meta in ``DEFENSES``)."""
+
+
+def default_scheduler(defense: str) -> str:
+    """The scheduler ``defense`` uses when the config names none (``scheduler.name`` is ``None``):
+    its registered ``scheduler`` meta, else :data:`DEFAULT_SCHEDULER`."""
+    return DEFENSES.entry(defense).meta.get("scheduler", DEFAULT_SCHEDULER)
+
+
 ON_NONFINITE = ("stop", "skip")
 """What a NaN or Inf loss or gradient does: stop the run, or skip the step."""
 
@@ -643,6 +671,17 @@ class RunConfig:
                 f"({','.join(self.cues.names)}); give one weight per cue",
             )
         _training_attack(self, attrs.fields(AttackOptions).name, self.attack.name)
+
+    def scheduler_name(self) -> str:
+        """The scheduler this run uses: ``scheduler.name``, or the defense's own (:func:`default_scheduler`)."""
+        return self.scheduler.name or default_scheduler(self.defense)
+
+    def with_resolved_scheduler(self) -> RunConfig:
+        """The same run with ``scheduler.name`` set to :meth:`scheduler_name` (``None`` means that
+        name, so the two configs train alike; the builder records the named one)."""
+        if self.scheduler.name is not None:
+            return self
+        return self.evolve(scheduler={"name": self.scheduler_name()})
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:

@@ -162,6 +162,15 @@ class StepOutput:
             on this loss (and before a skipped step is undone), or ``None``;
             a defense that perturbed the weights for its loss (AWP) removes
             the perturbation here.
+        commit: called by the trainer with the step's 0-d bool device tensor
+            ``kept`` once the non-finite guard has kept the step (True) or
+            undone it (False, ``--on-nonfinite skip``), or ``None``. State a
+            defense carries from step to step but may replace rather than
+            update in place (Free-AT's ``delta``, whose shape follows the
+            batch) is staged in the step and committed here as
+            ``torch.where(kept, new, old)``, so a skipped step leaves it as it
+            was without a host read. The guard cannot undo a buffer that was
+            replaced: it restores the tensors it copied before the step.
     """
 
     loss: Tensor
@@ -171,6 +180,7 @@ class StepOutput:
     cues: Cues | None = None
     after_update: Callable[[], None] | None = None
     target: RobustnessTarget | None = None
+    commit: Callable[[Tensor], None] | None = None
 
 
 @runtime_checkable

@@ -29,8 +29,6 @@ Example::
 from __future__ import annotations
 
 import math
-import re
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,10 +53,10 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".gif", ".webp")
-"""Extensions the ``imagefolder`` dataset reads: those ``torchvision.io.decode_image`` decodes."""
+"""Extensions the ``imagefolder`` dataset reads (decoded by Pillow, as torchvision's ``default_loader``)."""
 
 DECODE_THREADS = 4
-"""Threads decoding an image folder; torchvision's decoders release the GIL."""
+"""Threads decoding an image folder; Pillow's decoders release the GIL."""
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -429,50 +427,43 @@ def _name_some(names: Sequence[str], limit: int = 5) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-_NATIVE_LOCATION = re.compile(r"^.*?\.(?:cpp|cc|h):\d+,\s*")
-
-
 def _decode_reason(exc: BaseException) -> str:
-    """The first sentence of a decoder error, without the C++ source location torchvision prefixes."""
-    text = _NATIVE_LOCATION.sub("", " ".join(str(exc).split()))
+    """The first sentence of a decoder error (one line, without the path Pillow repeats)."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return "Unsupported image file"  # Pillow's "cannot identify image file '<path>'"
+    text = " ".join(str(exc).split())
     sentence = text.split(". ")[0].rstrip(".")
     return sentence if sentence else type(exc).__name__
 
 
 def _decode_one(path: str, image_size: int | None) -> Tensor:
-    from torchvision.io import ImageReadMode, decode_image
+    """The image at ``path`` as RGB uint8 ``(3, H, W)``, resized to ``image_size`` if given.
+
+    Decoded by Pillow as torchvision's ``default_loader`` does (``Image.open``,
+    ``convert("RGB")``): grey, palette and alpha images become three channels,
+    an animated GIF its first frame. For PNG (lossless) the pixels are exactly
+    the stored ones; for JPEG they match torchvision's own decoder bit for bit
+    on CIFAR-10 (the same libjpeg-turbo).
+    """
+    from PIL import Image
 
     try:
-        image = decode_image(path, mode=ImageReadMode.RGB)
-    except (RuntimeError, OSError, ValueError) as exc:
+        with Image.open(path) as opened:
+            rgb = opened.convert("RGB")  # decodes the whole image: a truncated file fails here
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(
             f"could not decode {path}: {_decode_reason(exc)}; remove or replace the file "
             f"(readable: {', '.join(IMAGE_EXTENSIONS)})"
         ) from None
+    pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    image = pixels.view(rgb.height, rgb.width, 3).permute(2, 0, 1).contiguous()
     return _resize(image, image_size)
 
 
-_TORCHVISION_IO_DEPRECATION = (
-    "The image decoding and encoding capabilities of TorchVision are deprecated"
-)
-
-
 def _decode_all(paths: Sequence[str], image_size: int | None, split: str, folder: Path) -> Tensor:
-    """Decode ``paths`` into one uint8 ``(N, 3, H, W)`` tensor, in chunks on a thread pool.
-
-    torchvision 0.29 warns on every decode that its image I/O will move to
-    TorchCodec; that warning is silenced here (once per file is noise, not news).
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=_TORCHVISION_IO_DEPRECATION, category=DeprecationWarning
-        )
-        return _decode_all_quietly(paths, image_size, split, folder)
-
-
-def _decode_all_quietly(
-    paths: Sequence[str], image_size: int | None, split: str, folder: Path
-) -> Tensor:
+    """Decode ``paths`` into one uint8 ``(N, 3, H, W)`` tensor, in chunks on a thread pool."""
     first = _decode_one(paths[0], image_size)
     out = torch.empty((len(paths), *first.shape), dtype=torch.uint8)
     out[0] = first

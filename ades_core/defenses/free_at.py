@@ -18,10 +18,16 @@ with the LR milestones at the same fractions of those passes.
 
 How it fits the trainer: :meth:`FreeAdversarialTraining.step` makes
 ``delta`` a leaf that requires grad; the trainer's ``loss.backward()`` fills
-its ``.grad``, and the ``after_update`` callback (run once the optimisers
-have stepped) moves ``delta``. So one replay costs exactly one forward and
-one backward. A non-finite input gradient contributes no step. Under fp16
-loss scaling the gradient is scaled, which leaves its sign unchanged.
+its ``.grad``, and the ``commit`` callback (run once the optimisers have
+stepped and the non-finite guard has kept or undone the step) moves the
+buffer, for a kept step only: ``torch.where(kept, moved, before)``, no host
+read. The step itself never writes the buffer (a buffer that must grow to a
+larger batch is grown on a copy and put in place by the commit), so a step
+skipped under ``--on-nonfinite skip`` leaves every row of ``delta`` as it was
+(a buffer grown for that batch holds zeros in its new rows). So
+one replay costs exactly one forward and one backward. A non-finite input
+gradient contributes no step. Under fp16 loss scaling the gradient is
+scaled, which leaves its sign unchanged.
 
 ``delta`` is in ``state_dict`` (checkpoints carry it, so a resumed run goes
 on with it); it follows the position in the batch, not the sample, as in the
@@ -67,34 +73,47 @@ class FreeAdversarialTraining(nn.Module):
         if isinstance(saved, Tensor) and saved.shape != self.delta.shape:
             self.delta = torch.zeros(saved.shape, dtype=saved.dtype, device=self.delta.device)
 
-    def delta_for(self, x: Tensor) -> Tensor:
-        """The carried perturbation for ``x`` ``(B, C, H, W)``: the buffer's first ``B`` rows
-        (the buffer grows, with zeros, to the largest batch seen; a new image shape resets it)."""
+    def _carried(self, x: Tensor) -> Tensor:
+        """The buffer as batch ``x`` ``(B, C, H, W)`` needs it, without replacing it: ``delta``
+        itself, or a new tensor: ``delta`` grown with zero rows to ``B`` rows, or zeros
+        ``(B, C, H, W)`` for a new image shape (the first batch)."""
         batch, shape = x.shape[0], tuple(x.shape[1:])
         if tuple(self.delta.shape[1:]) != shape or self.delta.ndim != x.ndim:
-            self.delta = torch.zeros((batch, *shape), device=x.device)
-        elif self.delta.shape[0] < batch:
+            return torch.zeros((batch, *shape), device=x.device)
+        if self.delta.shape[0] < batch:
             grown = torch.zeros((batch, *shape), dtype=self.delta.dtype, device=self.delta.device)
             grown[: self.delta.shape[0]] = self.delta
-            self.delta = grown
-        return self.delta[:batch]
+            return grown
+        return self.delta
+
+    def delta_for(self, x: Tensor) -> Tensor:
+        """The carried perturbation for ``x`` ``(B, C, H, W)``: the buffer's first ``B`` rows
+        (zeros for rows it does not hold yet; the buffer grows, with zeros, to the largest
+        batch a kept step has seen; a new image shape starts from zeros)."""
+        return self._carried(x)[: x.shape[0]]
 
     def step(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor) -> StepOutput:
-        """One replay: CE on ``clip(x + delta, 0, 1)``; ``after_update`` moves ``delta``.
-        ``model`` may be a DDP wrapper (the one forward goes through it)."""
+        """One replay: CE on ``clip(x + delta, 0, 1)``; ``commit(kept)`` moves ``delta`` if the
+        step is kept. ``model`` may be a DDP wrapper (the one forward goes through it)."""
         batch = x.shape[0]
-        delta = self.delta_for(x).detach().clone().requires_grad_(True)
+        carried = self._carried(x)
+        delta = carried[:batch].detach().clone().requires_grad_(True)
         with autocast_for(x, self.autocast_dtype):
             logits = model((x + delta).clamp(0.0, 1.0)).float()
         loss = F.cross_entropy(logits, y)
 
-        def move_delta() -> None:
+        def commit_delta(kept: Tensor) -> None:
+            """``kept``: 0-d bool; the buffer's first ``B`` rows move only when it is True."""
             grad = delta.grad
             if grad is None:
                 return
             direction = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad)).sign()
             with torch.no_grad():
-                self.delta[:batch] = (delta.detach() + self.eps * direction).clamp(-self.eps, self.eps)
+                moved = (delta.detach() + self.eps * direction).clamp(-self.eps, self.eps)
+                rows = torch.where(kept.to(moved.device), moved, carried[:batch])
+                carried[:batch] = rows  # the buffer itself, or its grown copy ...
+                if carried is not self.delta:
+                    self.delta = carried  # ... which becomes the buffer (the same values if not kept)
 
         return StepOutput(
             loss=loss,
@@ -102,7 +121,7 @@ class FreeAdversarialTraining(nn.Module):
             budget=Budget(
                 eps=torch.full((batch,), self.eps, device=x.device), eps_min=self.eps, eps_max=self.eps
             ),
-            after_update=move_delta,
+            commit=commit_delta,
         )
 
 

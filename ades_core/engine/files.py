@@ -1,8 +1,15 @@
-"""Atomic file writes: a crash never leaves a half-written file under the final name."""
+"""Atomic file writes: a crash never leaves a half-written file under the final name.
+
+Every JSON file the engine writes is strict JSON (RFC 8259): a figure that is
+missing or not finite (NaN, +-Inf, e.g. the mean sigma of a defense without
+one) is written as ``null``, never as the ``NaN``/``Infinity`` tokens that
+Python's ``json`` emits by default and other readers reject.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -48,15 +55,45 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, +-Inf) in it replaced by ``None``.
+
+    Recurses into dicts, lists and tuples (tuples come back as lists, as JSON
+    has them); everything else is returned as it is.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def strict_json(payload: Any, **dumps: Any) -> str:
+    """``payload`` as strict JSON text: non-finite floats become ``null`` (:func:`finite_or_none`).
+
+    ``dumps``: further keyword arguments of :func:`json.dumps` (``indent``, ``sort_keys``).
+    """
+    return json.dumps(finite_or_none(payload), allow_nan=False, **dumps)
+
+
 def write_json(path: Path, payload: Any) -> None:
-    """Write ``payload`` as indented JSON, atomically."""
-    atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+    """Write ``payload`` as indented strict JSON (:func:`strict_json`), atomically."""
+    text = strict_json(payload, indent=2) + "\n"
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def jsonl_line(record: dict[str, Any]) -> str:
+    """One line of a JSON-lines file: ``record`` as strict JSON (:func:`strict_json`) and a newline."""
+    return strict_json(record) + "\n"
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON object as a line and flush it to disk."""
+    """Append one JSON object as a strict-JSON line (:func:`jsonl_line`) and flush it to disk."""
+    line = jsonl_line(record)
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+        handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -2,7 +2,8 @@
 
 Run folder (``out``)::
 
-    config.json          the resolved config (and what the builder chose)
+    config.json          the resolved config (the scheduler named even when the defense chose it)
+                         and what the builder chose (``resolved``)
     metrics.jsonl        one JSON object per finished epoch
     telemetry.jsonl      one JSON object per finished epoch: the budgets' distribution (telemetry.py)
     model.safetensors    the model weights, with the config in the metadata
@@ -24,10 +25,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ades_core.config import ConfigError, RunConfig
+from ades_core.config import ConfigError, RunConfig, default_scheduler
 from ades_core.engine.checkpoint import MODEL_FILE
 from ades_core.engine.files import fsync_dir
 from ades_core.engine.training_state import STATE_DIR, remove_training_state
+from ades_core.registries import DEFENSES
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -90,12 +92,28 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _resolve_scheduler(flat: dict[str, Any]) -> dict[str, Any]:
+    """``flat`` with a ``scheduler.name`` of ``None`` replaced by the defense's default.
+
+    ``None`` means that default, so a config that leaves the scheduler to the
+    defense and one that names it (as ``config.json`` does since the builder
+    records the resolved name) describe the same run. A defense that is not
+    registered (a plugin that is gone) is left as it is.
+    """
+    defense = flat.get("defense")
+    unnamed = "scheduler.name" in flat and flat["scheduler.name"] is None
+    if unnamed and isinstance(defense, str) and defense in DEFENSES:
+        flat["scheduler.name"] = default_scheduler(defense)
+    return flat
+
+
 def fixed_config(config: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """The config fields a resumed run must keep, flattened to dotted paths."""
+    """The config fields a resumed run must keep, flattened to dotted paths (a flat mapping is
+    taken as it is), with the scheduler's name resolved (:func:`_resolve_scheduler`)."""
     raw = config.to_dict() if isinstance(config, RunConfig) else config
     return {
         path: value
-        for path, value in _flatten(raw).items()
+        for path, value in _resolve_scheduler(_flatten(raw)).items()
         if path not in RESUMABLE_FIELDS and not path.startswith("resolved.")
     }
 
@@ -174,7 +192,8 @@ def resume_config(out: Path, overrides: Mapping[str, Any]) -> RunConfig:
     """
     stored = read_run_config(out)
     wanted = stored.evolve(**overrides)
-    before, after = _flatten(stored.to_dict()), _flatten(wanted.to_dict())
+    before = _resolve_scheduler(_flatten(stored.to_dict()))
+    after = _resolve_scheduler(_flatten(wanted.to_dict()))
     for path in sorted(after):
         if after[path] != before.get(path) and path not in RESUMABLE_FIELDS:
             raise ResumeConflictError(path, after[path], before.get(path), Path(out) / CONFIG_FILE)

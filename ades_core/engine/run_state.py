@@ -7,7 +7,8 @@ key                 content
 ==================  ==========================================================
 ``position``        epoch (0-based) and steps of it done; the global step
 ``config``          the config fields a resumed run must keep (checked on load)
-``history``         the finished epochs' metrics (``metrics.jsonl`` is rewritten from it)
+``history``         the finished epochs' metrics, as in ``metrics.jsonl`` (null for a
+                    non-finite figure); ``metrics.jsonl`` is rewritten from it
 ``model``           the model's ``state_dict`` (weights, BN statistics)
 ``defense``         the defense's ``state_dict``: a learnable scheduler, per-sample state
 ``optimizers``      the model's SGD and the defense's Adam (momentum, moments, steps)
@@ -32,6 +33,7 @@ from typing import Any
 import attrs
 import torch
 
+from ades_core.engine.files import finite_or_none
 from ades_core.engine.rng import capture_rng, restore_rng
 from ades_core.engine.run_folder import fixed_config
 from ades_core.engine.setup import TrainingSetup
@@ -78,7 +80,7 @@ def capture_state(
     return {
         "position": attrs.asdict(position),
         "config": fixed_config(setup.config),
-        "history": history,
+        "history": finite_or_none(history),
         "model": setup.model.state_dict(),
         "defense": setup.defense.state_dict(),
         "optimizers": {
@@ -105,7 +107,7 @@ def restore_state(setup: TrainingSetup, state: dict[str, Any]) -> ResumePoint:
         TrainingStateError: the state belongs to another config or does not fit the setup.
     """
     try:
-        saved_config = state["config"]
+        saved_config = fixed_config(state["config"])  # states from before the scheduler was named
         if saved_config != fixed_config(setup.config):
             now = fixed_config(setup.config)
             changed = sorted(k for k in {*saved_config, *now} if saved_config.get(k) != now.get(k))

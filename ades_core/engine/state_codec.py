@@ -17,11 +17,16 @@ dict with str keys          a JSON object (keys starting ``__`` are tagged as be
 dict with other keys        ``{"__items__": [[key, value], ...]}`` (an optimiser's int ids)
 ``collections.Counter``     ``{"__counter__": [[key, count], ...]}`` (MultiStepLR milestones)
 tuple                       ``{"__tuple__": [...]}`` (Adam's betas)
+NaN, Inf, -Inf (floats)     ``{"__float__": "nan"}``, ``"inf"``, ``"-inf"``
 ==========================  =============================================
+
+So the JSON is strict (no ``NaN``/``Infinity`` tokens) and a non-finite
+float still comes back as the same float.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -30,7 +35,7 @@ import torch
 from torch import Tensor
 
 _SCALARS = (str, int, float, bool, type(None))
-_TAGS = ("__tensor__", "__items__", "__counter__", "__tuple__")
+_TAGS = ("__tensor__", "__items__", "__counter__", "__tuple__", "__float__")
 
 
 class StateCodecError(ValueError):
@@ -48,6 +53,8 @@ def encode(obj: Any, tensors: dict[str, Tensor], path: str = "") -> Any:
             raise StateCodecError(f"two tensors of the training state are both named {path!r}")
         tensors[path] = obj.detach().to("cpu", copy=True).contiguous()
         return {"__tensor__": path}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"__float__": "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")}
     if isinstance(obj, bool) or isinstance(obj, _SCALARS):
         return obj
     if isinstance(obj, Counter):
@@ -100,6 +107,8 @@ def decode(obj: Any, tensors: Mapping[str, Tensor]) -> Any:
             return Counter({k: decode(v, tensors) for k, v in value})
         if tag == "__tuple__":
             return tuple(decode(v, tensors) for v in value)
+        if tag == "__float__" and value in ("nan", "inf", "-inf"):
+            return float(value)
     return {k: decode(v, tensors) for k, v in obj.items()}
 
 

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ades_core.distributed import active
-from ades_core.engine.files import append_jsonl, atomic_write, read_jsonl
+from ades_core.engine.files import append_jsonl, atomic_write, jsonl_line, read_jsonl
 from ades_core.engine.run_folder import TELEMETRY_FILE
 from ades_core.protocols import StepOutput
 
@@ -475,7 +475,8 @@ def keep_finished_epochs(run_dir: str | Path, epochs: int) -> None:
 
     Lines past the training state (written after it, before a crash) and a
     torn last line are dropped, as ``metrics.jsonl`` is rewritten from the
-    state's history. A missing file stays missing.
+    state's history; the kept ones are rewritten as strict JSON (a NaN or
+    Inf of an older file becomes null). A missing file stays missing.
     """
     path = Path(run_dir) / TELEMETRY_FILE
     if not path.is_file():
@@ -487,7 +488,7 @@ def keep_finished_epochs(run_dir: str | Path, epochs: int) -> None:
         except json.JSONDecodeError:
             continue
         if isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] <= epochs:
-            kept.append(line + "\n")
+            kept.append(jsonl_line(record))  # strict JSON, also for lines written before it was
     text = "".join(kept)
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

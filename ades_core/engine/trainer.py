@@ -23,7 +23,6 @@ Resuming under ``torchrun`` is refused (see docs/distributed.md).
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from ades_core.config import format_eps
 from ades_core.distributed import average_gradients, broadcast_module
 from ades_core.engine.checkpoint import MODEL_FILE, save_model
 from ades_core.engine.evaluator import evaluate_robustness
-from ades_core.engine.files import append_jsonl, atomic_write, write_json
+from ades_core.engine.files import append_jsonl, atomic_write, finite_or_none, jsonl_line, write_json
 from ades_core.engine.nonfinite import NonFiniteError, StepGuard
 from ades_core.engine.run_folder import (
     CONFIG_FILE,
@@ -173,7 +172,7 @@ class Trainer:
             )
         self._write_config(out)
         history = point.history if point is not None else []
-        text = "".join(_jsonl_line(record) for record in history)
+        text = "".join(jsonl_line(record) for record in history)
         atomic_write(out / METRICS_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         keep_finished_epochs(out, len(history))
         return point
@@ -226,7 +225,7 @@ class Trainer:
             )
         first_epoch = 0
         if point is not None:
-            self.history = list(point.history)
+            self.history = [finite_or_none(record) for record in point.history]  # states before strict JSON: NaN
             self.global_step = point.position.global_step
             self.last_saved = point.position
             first_epoch = point.position.epoch
@@ -249,7 +248,8 @@ class Trainer:
                 resumed = point if point is not None and epoch == point.position.epoch else None
                 record = self._train_epoch(epoch, bar, resumed)
                 record |= self._evaluate(epoch, bar)
-                self.history.append(record)
+                # the history holds what metrics.jsonl holds: null for a figure that is not finite
+                self.history.append(finite_or_none(record))
                 if self.is_main:
                     append_jsonl(out / METRICS_FILE, record)
                     self.telemetry.write(out)
@@ -319,7 +319,8 @@ class Trainer:
         self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, defense_params: list
     ) -> tuple[Any, torch.Tensor]:
         """One optimiser update on the defense's loss for ``(x, y, idx)``; returns the step's
-        output and its 0-d finiteness flag (undone in ``skip`` mode when not finite)."""
+        output and its 0-d finiteness flag (undone in ``skip`` mode when not finite; the
+        defense's ``commit`` hook gets the flag last, to keep its staged state or not)."""
         setup, guard = self.setup, self.guard
         setup.optimizer.zero_grad(set_to_none=True)
         if setup.defense_optimizer is not None:
@@ -344,6 +345,8 @@ class Trainer:
         if out.after_update is not None:
             out.after_update()
         guard.commit(finite)
+        if out.commit is not None:  # state the defense staged, kept only with the step
+            out.commit(finite)
         return out, finite
 
     def _stop_if_nonfinite(self, live: dict[str, Any], epoch: int) -> None:
@@ -435,8 +438,3 @@ class Trainer:
 def _percent(fraction: float | None) -> str:
     """``12.3%``, or ``n/a`` for a metric the defense does not report."""
     return "n/a" if fraction is None else f"{100 * fraction:.1f}%"
-
-
-def _jsonl_line(record: dict[str, Any]) -> str:
-    """One line of ``metrics.jsonl``, exactly as :func:`append_jsonl` writes it."""
-    return json.dumps(record) + "\n"

@@ -136,7 +136,7 @@ def save_training_state(
         "state_sha256": _sha256_json(tree),
         "state": tree,
     }
-    text = json.dumps(document, indent=1) + "\n"
+    text = json.dumps(document, indent=1, allow_nan=False) + "\n"  # strict: the codec tags NaN/Inf
     _saves_in_this_process += 1
     kill_at = os.environ.get(KILL_HOOK_ENV)
 

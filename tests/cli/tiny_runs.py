@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torchvision.io import write_png
+from PIL import Image
 
 GOOD = {"train": {"cat": 4, "dog": 4}, "test": {"cat": 2, "dog": 2}}
 """``layout[split][class]``: image counts of the valid folder."""
@@ -25,5 +25,6 @@ def write_images(root: Path, layout: dict[str, dict[str, int]], size: int = 32) 
             (root / split / name).mkdir(parents=True, exist_ok=True)
             for k in range(count):
                 image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=generator)
-                write_png(image, str(root / split / name / f"{k}.png"))
+                # Pillow, not torchvision.io.write_png (deprecated in torchvision 0.29)
+                Image.fromarray(image.permute(1, 2, 0).numpy(), "RGB").save(root / split / name / f"{k}.png")
     return root

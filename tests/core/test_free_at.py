@@ -15,6 +15,7 @@ from ades_core.protocols import Defense
 from tests.tiny_models import LinearClassifier
 
 EPS = 8 / 255
+KEPT = torch.tensor(True)  # what the trainer hands a kept step's commit hook
 
 
 class InputRecorder(nn.Module):
@@ -71,7 +72,7 @@ def test_each_minibatch_gets_m_updates_and_delta_carries_over_replays_and_miniba
             out.loss.backward()
             optimizer.step()
             updates += 1
-            out.after_update()
+            out.commit(KEPT)
             torch.testing.assert_close(model.seen[-1] - x, before, rtol=0, atol=1e-6)  # trained on x + delta
             torch.testing.assert_close(defense.delta_for(x), expected)  # the gradient of that same pass
             assert defense.delta_for(x).abs().max() <= EPS + 1e-7
@@ -87,12 +88,12 @@ def test_a_smaller_last_batch_uses_and_updates_only_the_first_rows():
     (x, y, idx), (x_small, y_small, idx_small) = _batches([4, 2])
     out = defense.step(model, x, y, idx)
     out.loss.backward()
-    out.after_update()
+    out.commit(KEPT)
     full = defense.delta.clone()
     out = defense.step(model, x_small, y_small, idx_small)
     torch.testing.assert_close(model.seen[-1] - x_small, full[:2], rtol=0, atol=1e-6)
     out.loss.backward()
-    out.after_update()
+    out.commit(KEPT)
     assert defense.delta.shape == (4, 1, 2, 3)
     assert torch.equal(defense.delta[2:], full[2:])
     assert not torch.equal(defense.delta[:2], full[:2])
@@ -103,7 +104,7 @@ def test_delta_is_saved_and_restored_with_its_shape():
     x, y, idx = next(_batches([4]))
     out = defense.step(InputRecorder(), x, y, idx)
     out.loss.backward()
-    out.after_update()
+    out.commit(KEPT)
     fresh = _defense(2)
     assert fresh.delta.numel() == 0
     fresh.load_state_dict(defense.state_dict())

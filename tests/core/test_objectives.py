@@ -33,7 +33,7 @@ from tests.tiny_models import LinearClassifier
 EPS_MIN, LAM = 4 / 255, 8 / 255
 MEAN_OBJECTIVES = ("allocate-max", "allocate-min", "loss-target", "saturating")
 FREE_OBJECTIVES = ("paper", "penalty")
-FITTED_OBJECTIVES = ("target", "target-quantile")  # learn from a fit term, not dL/d eps: tests/core/test_target_objective.py
+FITTED_OBJECTIVES = ("target", "target-quantile", "lookahead")  # learn from their own term, not dL/d eps: test_target_objective.py, test_lookahead.py
 ENVELOPE_OBJECTIVES = sorted(set(SCHEDULER_OBJECTIVES.names()) - set(FITTED_OBJECTIVES))
 
 

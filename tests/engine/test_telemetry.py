@@ -305,6 +305,7 @@ def test_a_collapsing_scheduler_warns_and_telemetry_has_one_line_per_epoch(cifar
 def _tiny_config(cifar10_dir) -> RunConfig:
     return RunConfig.from_dict({
         "defense": "ades", "cues": {"names": "grad,entropy"}, "device": "cpu", "seed": 2,
+        "scheduler": {"objective": "allocate-min"},  # learns no spread in 2 epochs: the warning to resume
         "model": {"backbone": "ades_cnn_small"},
         "data": {"dataset": "imagefolder", "data_dir": str(cifar10_dir), "train_subset": 32,
                  "test_subset": 16, "batch_size": 16},
