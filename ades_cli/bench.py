@@ -20,7 +20,8 @@ from ades_cli.options import COMMA_LIST
 @click.option("--eval-steps", default=20, show_default=True, type=int, help="PGD steps of the throughput test.")
 @click.option("--warmup", default=1, show_default=True, type=int, help="Untimed rounds first.")
 @click.option("--repeats", default=5, show_default=True, type=int, help="Timed rounds (interleaved).")
-@click.option("--defenses", default="pgd-at,ades,static-des", type=COMMA_LIST, show_default=True)
+@click.option("--defenses", default="pgd-at,ades,static-des", type=COMMA_LIST, show_default=True,
+              help="Training-step rows: DEFENSE or DEFENSE:OBJECTIVE (e.g. ades:lookahead, a scheduler objective).")
 @click.option("--cue", default="grad,entropy,mcdropout", type=COMMA_LIST, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--amp", default="auto", show_default=True, type=click.Choice(["auto", "off", "bf16", "fp16"]))
@@ -38,7 +39,8 @@ def bench_command(
 ) -> None:
     """Time ades against pgd-at (and others), the cues alone, and PGD against torchattacks.
 
-    Minimum and median of interleaved repeats; ratios use the medians. With
+    Minimum, median and mean of interleaved repeats; ratios use the medians (and the means:
+    the figure for a step whose cost varies by design, as ades:lookahead's). With
     --formats, also one pgd-at training step per execution format (compile as
     `ades run --compile` does; its first, compiling call is timed apart).
     """
@@ -78,13 +80,15 @@ def _print_sections(console: Console, report: dict[str, Any], eval_steps: int) -
     table = Table(title="training step (s)", title_justify="left")
     rows = report["training_step"]
     per_row_peak = all(row.get("peak_memory_mb") is not None for row in rows.values())
-    for column in ("defense", "min", "median", "x pgd-at", "peak MiB" if per_row_peak else "peak RSS +MiB"):
+    for column in ("defense", "min", "median", "mean", "x pgd-at", "x (mean)",
+                   "peak MiB" if per_row_peak else "peak RSS +MiB"):
         table.add_column(column, justify="right")
     for name, row in rows.items():
-        ratio = row.get("ratio_to_pgd_at")
+        ratio, mean_ratio = row.get("ratio_to_pgd_at"), row.get("mean_ratio_to_pgd_at")
         memory = row["peak_memory_mb"] if per_row_peak else row.get("peak_rss_growth_mb")
-        table.add_row(name, f"{row['min']:.4f}", f"{row['median']:.4f}",
-                      "" if ratio is None else f"{ratio:.3f}", "-" if memory is None else f"{memory:.0f}")
+        table.add_row(name, f"{row['min']:.4f}", f"{row['median']:.4f}", f"{row['mean']:.4f}",
+                      "" if ratio is None else f"{ratio:.3f}", "" if mean_ratio is None else f"{mean_ratio:.3f}",
+                      "-" if memory is None else f"{memory:.0f}")
     console.print(table)
     if report.get("memory_note"):
         console.print(f"memory: {report['memory_note']}", highlight=False)

@@ -136,7 +136,9 @@ def measure_row_memory(calls: dict[str, Callable[[], Any]], device: torch.device
 def time_calls(
     calls: dict[str, Callable[[], Any]], device: torch.device, *, warmup: int, repeats: int
 ) -> dict[str, dict[str, float]]:
-    """Seconds per call of each function, ``{"min", "median", "repeats"}`` per name.
+    """Seconds per call of each function, ``{"min", "median", "mean", "repeats"}`` per name
+    (the mean is the figure for a step whose cost varies by design, such as a look-ahead
+    every ``k`` steps: time ``k`` or more repeats).
 
     The calls are interleaved (round robin, ``warmup`` rounds first), so a
     change of machine load during the measurement hits every row alike.
@@ -153,7 +155,8 @@ def time_calls(
             _sync(device)
             seconds[name].append(time.perf_counter() - start)
     return {
-        name: {"min": min(values), "median": statistics.median(values), "repeats": repeats}
+        name: {"min": min(values), "median": statistics.median(values), "mean": statistics.fmean(values),
+               "repeats": repeats}
         for name, values in seconds.items()
     }
 
@@ -170,6 +173,16 @@ def _model_and_batch(settings: BenchSettings, device: torch.device) -> tuple[nn.
     return model, x, y
 
 
+def defense_row_config(row: str, settings: BenchSettings) -> RunConfig:
+    """The run config of one training-step row: ``DEFENSE`` or ``DEFENSE:OBJECTIVE`` (a learnable
+    defense with that scheduler objective, e.g. ``ades:lookahead``)."""
+    defense, _, objective = row.partition(":")
+    sections: dict[str, Any] = {"defense": defense, "cues": {"names": settings.cues}, "attack": {"steps": settings.steps}}
+    if objective:
+        sections["scheduler"] = {"objective": objective}
+    return RunConfig.from_dict(sections)
+
+
 def bench_training_steps(settings: BenchSettings) -> dict[str, Any]:
     """One full training step (defense step, backward, optimiser steps) per defense: seconds
     (:func:`time_calls`) and the row's own memory (:func:`measure_row_memory`)."""
@@ -179,10 +192,9 @@ def bench_training_steps(settings: BenchSettings) -> dict[str, Any]:
     optimiser = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     steps: dict[str, Callable[[], None]] = {}
     for name in settings.defenses:
-        config = RunConfig.from_dict(
-            {"defense": name, "cues": {"names": settings.cues}, "attack": {"steps": settings.steps}}
+        steps[name] = _training_step(
+            build_defense(defense_row_config(name, settings), autocast_dtype), model, optimiser, x, y, device
         )
-        steps[name] = _training_step(build_defense(config, autocast_dtype), model, optimiser, x, y, device)
     model.train()
     # each row's memory from its own call: on the CPU before anything has run (the peak RSS
     # only grows), on CUDA after the timed rounds (warm caches), the peak reset per row
@@ -193,9 +205,10 @@ def bench_training_steps(settings: BenchSettings) -> dict[str, Any]:
     for name, row in rows.items():
         row |= memory[name]
     if "pgd-at" in rows:
-        base = rows["pgd-at"]["median"]
+        base, base_mean = rows["pgd-at"]["median"], rows["pgd-at"]["mean"]
         for row in rows.values():
             row["ratio_to_pgd_at"] = row["median"] / base
+            row["mean_ratio_to_pgd_at"] = row["mean"] / base_mean
     return rows
 
 
