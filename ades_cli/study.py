@@ -44,7 +44,7 @@ def check_study_options(spec) -> None:
             type, out of range, an unknown defense or attack), naming its arm.
     """
     from ades_cli.evaluate import eval_command
-    from ades_cli.main import _USER_ERRORS, _fail, config_from_options, run
+    from ades_cli.train import _USER_ERRORS, _fail, config_from_options, run
     from ades_core.evaluation.specs import resolve_attacks
     from ades_core.study import StudyFileError
     from ades_core.study.plan import autoattack_args, eval_args, option_args

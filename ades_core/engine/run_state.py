@@ -28,7 +28,7 @@ randomness, before it trains on the rest.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import torch
@@ -36,9 +36,11 @@ import torch
 from ades_core.engine.files import finite_or_none
 from ades_core.engine.rng import capture_rng, restore_rng
 from ades_core.engine.run_folder import fixed_config
-from ades_core.engine.setup import TrainingSetup
 from ades_core.engine.stats import EpochStats
 from ades_core.engine.training_state import TrainingStateError
+
+if TYPE_CHECKING:  # annotations only: setup.py imports the trainer, which imports this module
+    from ades_core.engine.setup import TrainingSetup
 
 FINITE_PARTS = ("model", "defense", "optimizers")
 """Parts of the state that must hold no NaN/Inf for it to be written."""

@@ -25,18 +25,30 @@ from __future__ import annotations
 import importlib.metadata
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from safetensors.torch import save_file
 
 from ades_core.config import format_eps
 from ades_core.distributed import average_gradients, broadcast_module
 from ades_core.engine.checkpoint import MODEL_FILE, save_model
 from ades_core.engine.evaluator import evaluate_robustness
-from ades_core.engine.files import append_jsonl, atomic_write, finite_or_none, jsonl_line, write_json
+from ades_core.engine.files import (
+    append_jsonl,
+    atomic_write,
+    finite_or_none,
+    jsonl_line,
+    write_json,
+)
 from ades_core.engine.nonfinite import NonFiniteError, StepGuard
 from ades_core.engine.run_folder import (
     CONFIG_FILE,
@@ -47,8 +59,13 @@ from ades_core.engine.run_folder import (
     check_same_data,
     clear_run,
 )
-from ades_core.engine.run_state import FINITE_PARTS, Position, ResumePoint, capture_state, restore_state
-from ades_core.engine.setup import TrainingSetup
+from ades_core.engine.run_state import (
+    FINITE_PARTS,
+    Position,
+    ResumePoint,
+    capture_state,
+    restore_state,
+)
 from ades_core.engine.stats import EpochStats
 from ades_core.engine.telemetry import BudgetTelemetry, keep_finished_epochs
 from ades_core.engine.training_state import (
@@ -57,6 +74,9 @@ from ades_core.engine.training_state import (
     load_training_state,
     save_training_state,
 )
+
+if TYPE_CHECKING:  # annotations only: setup.py imports the trainer
+    from ades_core.engine.setup import TrainingSetup
 
 SATURATED_SIGMA = 0.05
 """Mean sigma below this (or above 1 - this) for an epoch: the scheduler has saturated."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ades_core.config import BudgetConfig, SchedulerOptions
 from ades_core.distributed import batch_mean

@@ -1,0 +1,245 @@
+"""``ades run``: train one defense, or resume a run (the command and the config it builds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from ades_cli.options import (
+    COMMA_LIST,
+    EPS,
+    LAM,
+    option_for_field,
+    overrides_from_options,
+)
+
+# Errors a user can cause with a bad option or file: shown as one line, exit 1.
+_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, TypeError, FileNotFoundError)
+
+
+def _fail(exc: BaseException) -> click.ClickException:
+    """One ``Error: ...`` line; a config field's error names the option that sets it."""
+    field, reason = getattr(exc, "field", None), getattr(exc, "reason", None)
+    option = option_for_field(field) if isinstance(field, str) else None
+    if option is not None and isinstance(reason, str):
+        message = f"{option}: {reason}"
+    else:
+        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return click.ClickException(message.strip().splitlines()[0] if message.strip() else type(exc).__name__)
+
+
+def _warn_plugin_failures() -> None:
+    """Plugins that failed to load, as warnings on stderr; the command goes on without them."""
+    import ades_core
+
+    for failure in ades_core.PLUGIN_FAILURES:
+        click.echo(f"warning: {failure}", err=True)
+
+
+def _run_options(fn):
+    """The options of ``ades run``; every one defaults to "not given" so presets apply."""
+    options = [
+        click.option("--preset", type=click.Choice(["paper", "quick"]), help="Start from a named setting; explicit options override it."),
+        click.option("--defense", help="Training method: ades, pgd-at, static-des, trades, mart, mma, free-at, fast-at, iaat, cat (see `ades list`)."),
+        click.option("--cue", type=COMMA_LIST, help="Comma-separated cues, e.g. grad,entropy,mcdropout."),
+        click.option("--backbone", help="ades_* or any timm model name, e.g. ades_wrn34_10, ades_cnn_small."),
+        click.option("--drop-rate", type=float, help="Dropout rate passed to the backbone."),
+        click.option("--dataset", help="cifar10, cifar100 or imagefolder."),
+        click.option("--data-dir", type=click.Path(path_type=Path), help="Dataset root (imagefolder: holds train/ and test/)."),
+        click.option("--download/--no-download", default=None, help="Download CIFAR through torchvision when missing."),
+        click.option("--augment/--no-augment", default=None, help="Random crop (padding 4) and horizontal flip."),
+        click.option("--image-size", type=int, help="Resize image-folder images to this square size."),
+        click.option("--epochs", type=int, help="Training epochs."),
+        click.option("--batch-size", type=int, help="Training batch size."),
+        click.option("--lr", type=float, help="SGD learning rate (decayed x0.1 at 75% and 90% of the epochs)."),
+        click.option("--momentum", type=float, help="SGD momentum."),
+        click.option("--weight-decay", type=float, help="SGD weight decay."),
+        click.option("--eps", type=EPS, help="Fixed budget of pgd-at, e.g. 8/255 or 0.0314."),
+        click.option("--eps-min", type=EPS, help="Smallest adaptive budget: eps_x = eps_min + lam * sigma(x)."),
+        click.option("--lam", type=LAM, help="Range of the adaptive budget (lambda), e.g. 8/255."),
+        click.option("--steps", type=int, help="PGD steps during training."),
+        click.option("--alpha", type=EPS, help="PGD step size, e.g. 2/255."),
+        click.option("--attack-loss", help="Loss the training attack maximises: ce or cw."),
+        click.option("--loss", help="Outer training loss of pgd-at, static-des, ades: ce, trades or mart (per-sample budgets inside TRADES/MART)."),
+        click.option("--beta", type=float, help="Weight of the TRADES/MART robustness term (default 6)."),
+        click.option("--awp/--no-awp", "awp", default=None, help="Adversarial weight perturbation (pgd-at, trades, mart, ades)."),
+        click.option("--awp-gamma", type=float, help="AWP's relative weight perturbation per layer (default 5e-3)."),
+        click.option("--awp-warmup", type=int, help="Epochs trained before AWP starts (default 0)."),
+        click.option("--fast-alpha-ratio", type=float, help="Fast-AT's FGSM step as a multiple of eps (default 1.25)."),
+        click.option("--scheduler", help="Budget scheduler: fixed, static, mlp, random (default: the defense's own)."),
+        click.option("--scheduler-objective", help="How the learnable scheduler is trained: target-quantile (default), target, lookahead, allocate-min, allocate-max, paper, penalty, loss-target, saturating."),
+        click.option("--scheduler-lr", type=float, help="Adam learning rate of the learnable scheduler (default: the objective's own; 3e-2 for target, else 1e-3)."),
+        click.option("--scheduler-hidden", type=int, help="Hidden width of the MLP scheduler."),
+        click.option("--static-weights", help="Comma-separated weights of the static scheduler, one per cue."),
+        click.option("--scheduler-init-std", type=float, help="Std of the MLP scheduler's output-layer weights at start (default 0.01; 0: every sigma starts at 0.5)."),
+        click.option("--scheduler-grad-norm", type=click.Choice(["none", "rms"]), help="Divide the scheduler's per-sample eps gradient by its batch RMS (rms) or not (none, default)."),
+        click.option("--scheduler-target-loss", type=float, help="Loss level rho of the loss-target and saturating objectives (default: the batch median)."),
+        click.option("--scheduler-penalty", type=float, help="Weight mu of the penalty objective's pull of the mean budget to eps_min + lam/2 (default 100)."),
+        click.option("--scheduler-random-std", type=float, help="Std of sigma drawn by the random control scheduler, up to 0.2887 (default: uniform over the whole range)."),
+        click.option("--scheduler-reverse/--no-scheduler-reverse", "scheduler_reverse", default=None, help="Reversed control: train the learnable scheduler as usual, attack with each budget's deviation from the batch mean negated."),
+        click.option("--scheduler-shuffle/--no-scheduler-shuffle", "scheduler_shuffle", default=None, help="Shuffled control: train the learnable scheduler as usual, attack with the batch's learned budgets in a random order."),
+        click.option("--scheduler-lookahead-every", "scheduler_lookahead_every", type=int, default=None, help="lookahead objective: a look-ahead every this many steps [4]."),
+        click.option("--scheduler-lookahead-lr", "scheduler_lookahead_lr", type=float, default=None, help="lookahead objective: learning rate of the virtual SGD step [0.1]."),
+        click.option("--mc-samples", type=int, help="Stochastic passes T of the mcdropout cue."),
+        click.option("--mc-mode", type=click.Choice(["auto", "modules", "head", "features"]), help="How mcdropout samples."),
+        click.option("--cue-point", type=click.Choice(["start", "clean"]), help="Cues at PGD's start point, sharing its first gradient (start), or at the clean input as the paper (clean)."),
+        click.option("--mc-dropout-p", type=float, help="Feature-dropout rate of mcdropout in 'features' mode."),
+        click.option("--replays", type=int, help="free-at: replays m of each minibatch (default 8); the run makes ceil(epochs / m) passes."),
+        click.option("--mma-max-eps", type=EPS, help="mma: d_max of the hinge, margins >= it add no loss (default 32/255)."),
+        click.option("--mma-min-eps", type=EPS, help="mma: smallest radius a margin search starts from (default 0.005)."),
+        click.option("--mma-clean-weight", type=float, help="mma: weight of the clean cross-entropy (default 1/3; 0 is OMMA)."),
+        click.option("--mma-search-steps", type=int, help="mma: bisection steps of the margin search (default 10)."),
+        click.option("--iaat-warmup", type=int, help="iaat: epochs at the fixed --eps before per-sample budgets adapt (default 10)."),
+        click.option("--iaat-gamma", type=EPS, help="iaat: step of the per-sample budget per visit (default 1.9/255)."),
+        click.option("--iaat-beta", type=float, help="iaat: weight of the new budget in the running average (default 0.1)."),
+        click.option("--iaat-max-eps", type=EPS, help="iaat: upper bound of the per-sample budgets (default 1: none)."),
+        click.option("--cat-ramp", type=float, help="cat: fraction of the epochs over which eps rises to --eps (default 0.5)."),
+        click.option("--cat-steps/--no-cat-steps", "cat_steps", default=None, help="cat: also raise the PGD steps from 1 to --steps."),
+        click.option("--eval-eps", type=EPS, help="Budget of the per-epoch held-out PGD check."),
+        click.option("--eval-steps", type=int, help="Steps of the per-epoch held-out PGD check."),
+        click.option("--eval-every", type=int, help="Evaluate every N epochs (and always after the last)."),
+        click.option("--eval-batch-size", type=int, help="Batch size of the held-out check."),
+        click.option("--train-subset", type=int, help="Train on this many random training images."),
+        click.option("--test-subset", type=int, help="Evaluate on this many random test images."),
+        click.option("--seed", type=int, help="Seed of every random choice."),
+        click.option("--device", help="auto, cpu, cuda or cuda:N."),
+        click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), help="Mixed precision (auto: bf16 on CUDA, off on CPU)."),
+        click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model's forward passes."),
+        click.option("--sync-bn/--no-sync-bn", "sync_bn", default=None, help="Under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)."),
+        click.option("--log-every", type=int, help="Refresh the progress line every N steps."),
+        click.option("--checkpoint-every", type=click.IntRange(min=1), help="Also save the resumable training state every N steps (it is always saved after each epoch)."),
+        click.option("--on-nonfinite", type=click.Choice(["stop", "skip"]), help="A NaN/Inf loss or gradient stops the run (default) or its step is skipped."),
+        click.option("--out", type=click.Path(path_type=Path), help="Run folder (default runs/<defense>-<backbone>-seed<seed>)."),
+        click.option("--overwrite", is_flag=True, help="Replace a run already in --out."),
+        click.option("--resume", type=click.Path(path_type=Path), help="Continue the run in this folder from its last saved state (its config.json fixes the setting)."),
+        click.option("--quiet", is_flag=True, help="No progress bar or epoch lines."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def config_from_options(preset: str | None, options: dict[str, Any]):
+    """Defaults <- preset <- explicit options, validated into a RunConfig."""
+    from ades_core import RunConfig
+    from ades_core.presets import PRESETS, merge
+
+    raw = merge(PRESETS[preset] if preset else {}, overrides_from_options(options))
+    return RunConfig.from_dict(raw)
+
+
+def _resumed_config(resume: Path, preset: str | None, out: Path | None, overwrite: bool, options: dict[str, Any]):
+    """The config of the run in ``resume`` with the explicitly given (resumable) options applied."""
+    from ades_core.engine.run_folder import (
+        RESUMABLE_FIELDS,
+        ResumeConflictError,
+        resume_config,
+    )
+
+    if overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other: resume continues a run, overwrite replaces it")
+    if preset is not None:
+        raise click.UsageError("--preset cannot be combined with --resume: the run's config.json fixes its setting")
+    if out is not None and Path(out).resolve() != Path(resume).resolve():
+        raise click.UsageError(f"--out {out} differs from --resume {resume}; a resumed run stays in its folder")
+    try:
+        return resume_config(Path(resume), overrides_from_options(options))
+    except ResumeConflictError as exc:
+        option = option_for_field(exc.field) or exc.field
+        may_change = ", ".join(option_for_field(f) or f for f in RESUMABLE_FIELDS)
+        raise click.ClickException(
+            f"{option} {exc.given!r} conflicts with {exc.stored!r} in {exc.config_file}, the run being "
+            f"resumed; on --resume only {may_change} may change"
+        ) from None
+
+
+@click.command("run")
+@_run_options
+def run(
+    preset: str | None, out: Path | None, overwrite: bool, resume: Path | None, quiet: bool, **options: Any
+) -> None:
+    """Train a model with adversarial training and write its run folder.
+
+    The training state is saved after every epoch (and every --checkpoint-every
+    steps); `ades run --resume DIR` continues an interrupted run. On --resume
+    only --device, --data-dir, --download, --log-every, --checkpoint-every and
+    --on-nonfinite may differ from the run's config.json.
+
+    \b
+    Example (CPU, minutes):
+      ades run --preset quick --defense ades --cue grad,entropy,mcdropout \\
+               --dataset imagefolder --data-dir ~/.cache/ades/cifar10-imagefolder
+
+    \b
+    On several GPUs (--batch-size is the global batch; see docs/distributed.md):
+      torchrun --nproc-per-node 8 -m ades_cli run --preset paper ...
+    """
+    from ades_core.distributed import init_from_env, launched_by_torchrun, shutdown
+    from ades_core.engine.run_folder import check_new_run
+
+    if resume is not None and launched_by_torchrun():
+        raise click.UsageError(
+            "--resume is not supported under torchrun; resume in one process (ades run --resume DIR) or start again"
+        )
+    _warn_plugin_failures()
+    try:
+        if resume is not None:
+            config = _resumed_config(resume, preset, out, overwrite, options)
+            out = Path(resume)
+        else:
+            config = config_from_options(preset, options)
+            out = out or Path("runs") / f"{config.defense}-{config.model.backbone}-seed{config.seed}"
+        dist = init_from_env(config.device)
+        main_rank = dist is None or dist.is_main
+        if resume is None and main_rank:
+            check_new_run(out, config, overwrite=overwrite)  # reads only: refused before anything is built
+    except _USER_ERRORS as exc:
+        raise _fail(exc) from None
+    try:
+        _train(config, out, overwrite=overwrite, resume=resume, quiet=quiet or not main_rank, main_rank=main_rank)
+    finally:
+        shutdown()
+
+
+def _train(config: Any, out: Path, *, overwrite: bool, resume: Path | None, quiet: bool, main_rank: bool) -> None:
+    """Build and train ``config`` into ``out`` (on every rank under torchrun; rank 0 prints)."""
+    import ades_core
+    from ades_core.config import format_eps
+    from ades_core.engine.nonfinite import NonFiniteError
+    from ades_core.engine.trainer import Trainer
+
+    console = Console(stderr=True, quiet=quiet)
+    from ades_core.registries import DEFENSES
+
+    budget, meta = config.budget, DEFENSES.entry(config.defense).meta
+    if meta.get("budget_note"):
+        budget_text = meta["budget_note"]
+    elif meta.get("uses_cues", True):
+        budget_text = f"eps in [{format_eps(budget.eps_min)}, {format_eps(budget.eps_max)}] (eps_min + lam*sigma)"
+    else:
+        budget_text = f"eps {format_eps(budget.eps)}"
+    console.print(
+        f"[bold]ades run[/bold] {config.defense} on {config.data.dataset} with {config.model.backbone}, "
+        f"{budget_text}, PGD-{config.attack.steps} alpha {format_eps(config.attack.alpha)}, "
+        f"{config.optim.epochs} epochs -> {out}",
+        highlight=False,
+    )
+    try:
+        setup = ades_core.build(config)
+        trainer = Trainer(setup, console=console, progress=not quiet, overwrite=overwrite, resume=resume is not None)
+        history = trainer.fit(out)
+    except (*_USER_ERRORS, NonFiniteError) as exc:
+        raise _fail(exc) from None
+    last = history[-1]
+    if not main_rank:
+        return
+    click.echo(
+        f"done: {out}  test clean {100 * last['test_clean_acc']:.2f}%  "
+        f"PGD-{last['test_pgd_steps']}@{format_eps(last['test_eps'])} {100 * last['test_pgd_acc']:.2f}%  "
+        f"(n={last['test_n']}, {last['train_seconds']:.1f} s/epoch)"
+    )
+
+
