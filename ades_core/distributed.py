@@ -162,6 +162,23 @@ def batch_max(values: Tensor) -> Tensor:
     return high if _ACTIVE is None else _ACTIVE.all_reduce(high, "max")
 
 
+def batch_gather(values: Tensor) -> Tensor:
+    """``values`` ``(B, ...)`` of every rank, concatenated in rank order ``(world_size * B, ...)``
+    (detached). Every rank's ``B`` must be the same (the sharded loader guarantees it: each
+    rank takes an equal slice of every global batch); a collective, so every rank calls it."""
+    if _ACTIVE is None:
+        return values.detach()
+    parts = [torch.empty_like(values) for _ in range(_ACTIVE.world_size)]
+    dist.all_gather(parts, values.detach().contiguous())
+    return torch.cat(parts)
+
+
+def batch_total(values: Tensor) -> Tensor:
+    """The sum of ``values`` over the global batch, a 0-d tensor (detached)."""
+    total = values.detach().sum()
+    return total if _ACTIVE is None else _ACTIVE.all_reduce(total, "sum")
+
+
 def batch_mean(values: Tensor) -> Tensor:
     """The mean of ``values`` ``(B,)`` over the global batch, a 0-d tensor.
 

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from ades_core.config import BudgetConfig, ConfigError, SchedulerOptions
+from ades_core.distributed import batch_gather, batch_mean
 from ades_core.registries import SCHEDULER_OBJECTIVES
 
 GRAD_NORMS = ("none", "rms")
@@ -114,7 +115,7 @@ def attach_objective(objective: SchedulerObjective, eps: Tensor, per_sample_loss
 
 def rms_normalised(values: Tensor) -> Tensor:
     """``values / sqrt(mean(values^2))`` for ``(B,)`` values (zeros stay zeros)."""
-    rms = values.detach().square().mean().sqrt()
+    rms = batch_mean(values.detach().square()).sqrt()  # over the global batch under torchrun
     return torch.where(rms > 0, values / torch.where(rms > 0, rms, torch.ones_like(rms)), values)
 
 
@@ -153,7 +154,7 @@ def with_grad_norm(objective: SchedulerObjective, grad_norm: str) -> SchedulerOb
 def _loss_level(per_sample_loss: Tensor, target: float | None) -> Tensor:
     """``rho``: the given level, or the batch median of the losses (0-d, on their device)."""
     if target is None:
-        return per_sample_loss.median()
+        return batch_gather(per_sample_loss).median()  # over the global batch under torchrun
     return per_sample_loss.new_tensor(target)
 
 
@@ -185,7 +186,7 @@ class MeanPenalty:
     allocation: str = "free"
 
     def eps_grad(self, grad: Tensor, eps: Tensor, per_sample_loss: Tensor) -> Tensor:
-        excess = ((eps - self.eps_min) / self.lam).mean() - 0.5
+        excess = batch_mean((eps - self.eps_min) / self.lam) - 0.5  # the global batch's mean budget
         return -grad + self.weight * excess / self.lam
 
 

@@ -60,7 +60,7 @@ import torch
 from torch import Tensor
 
 from ades_core.config import BudgetConfig, SchedulerOptions
-from ades_core.distributed import batch_mean
+from ades_core.distributed import batch_mean, batch_total
 from ades_core.registries import SCHEDULER_OBJECTIVES
 
 HOLDOUT_EVERY = 8
@@ -125,8 +125,8 @@ class RobustnessTargetFit:
         (detached; 0 for all if none is fitted).
         """
         fitted = (~held_out).to(target_sigma.dtype)
-        count = fitted.sum().clamp(min=1.0)
-        target_mean = (target_sigma * fitted).sum() / count
+        count = batch_total(fitted).clamp(min=1.0)  # over the global batch under torchrun
+        target_mean = batch_total(target_sigma * fitted) / count
         return sigma - batch_mean(sigma), (target_sigma - target_mean).detach()
 
     def fit_loss(self, sigma: Tensor, target_sigma: Tensor, held_out: Tensor) -> Tensor:
