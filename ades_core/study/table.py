@@ -18,7 +18,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ades_core.study.runs import AUTOATTACK, CLEAN, EPS_MEAN, EPS_STD, SECONDS, WORST, RunResult, read_run
+from ades_core.study.learned import summarise_learned
+from ades_core.study.runs import (
+    AUTOATTACK,
+    CLEAN,
+    EPS_MEAN,
+    EPS_STD,
+    SECONDS,
+    WORST,
+    RunResult,
+    read_run,
+)
 from ades_core.study.spec import StudySpec
 from ades_core.study.stats import mean_std, paired_difference
 
@@ -93,6 +103,10 @@ def study_results(spec: StudySpec) -> dict[str, Any]:
             arm: _arm_record(spec, arm, runs[arm], None if arm == spec.reference else runs[spec.reference])
             for arm in spec.arm_names
         },
+        "learned": {
+            arm: summarise_learned(r.folder for r in runs[arm] if r.status in ("trained", "finished"))
+            for arm in spec.arm_names
+        },
     }
 
 
@@ -131,6 +145,27 @@ def _relative(path: str, base: Path) -> str:
         return os.path.relpath(path, base)
     except ValueError:
         return path
+
+
+def _learned_lines(learned: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list[str]:
+    """The "what the scheduler learned" table: per arm, the last epoch's Spearman of eps with each
+    cue and the held-out fit to the measured target, mean ± sd over the trained seeds (n)."""
+    columns = sorted({name for figures in learned.values() for name in figures},
+                     key=lambda name: (not name.startswith("eps~"), name))
+    if not columns:
+        return []
+    lines = ["", "## What the scheduler learned", "",
+             "Last training epoch (`telemetry.jsonl`): Spearman's rho of the per-sample budgets with each cue "
+             "(`eps~cue`), and the held-out R^2 and Spearman of the scheduler's fit to the measured breaking "
+             "radius (objectives that fit one); mean ± sd over the trained seeds (n).", "",
+             "| arm | " + " | ".join(columns) + " |", "| --- | " + " | ".join("---:" for _ in columns) + " |"]
+    for arm, figures in learned.items():
+        if not figures:
+            continue
+        cells = [f"{figures[c]['mean']:+.2f} ± {figures[c]['sd']:.2f} ({figures[c]['n']})" if c in figures else "—"
+                 for c in columns]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def render_markdown(results: Mapping[str, Any]) -> str:
@@ -173,6 +208,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         diffs = record["vs_reference"]
         paired = max((d["n"] for d in diffs.values()), default=0)
         lines.append(f"| {arm} | {paired} | " + " | ".join(_difference_cell(diffs[n], n) for n in names) + " |")
+    lines += _learned_lines(results.get("learned") or {})
     lines += ["", "## Runs", "", "| arm | seed | status | folder | " + " | ".join(names) + " |",
               "| --- | ---: | --- | --- | " + " | ".join("---:" for _ in names) + " |"]
     for arm, record in results["arms"].items():
