@@ -13,6 +13,7 @@ from ades_core.data.datasets import (
     load_datasets,
     load_test_split,
 )
+from ades_core.data.imagefolder import IMAGE_EXTENSIONS  # (importing it registers ``imagefolder``)
 from ades_core.data.loader import DeviceLoader
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "DataRequest",
     "DatasetSplits",
     "DeviceLoader",
+    "IMAGE_EXTENSIONS",
     "ImageTensors",
     "crop_flip_with",
     "load_datasets",

@@ -20,7 +20,8 @@ import torchvision.io
 from PIL import Image
 
 from ades_core.data import DataError, DataRequest, load_datasets
-from ades_core.data.datasets import _list_split, load_test_split
+from ades_core.data.datasets import load_test_split
+from ades_core.data.imagefolder import _list_split
 
 
 def _write_png(path: Path, image: torch.Tensor, mode: str = "RGB") -> None:
