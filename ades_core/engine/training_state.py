@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -50,13 +48,6 @@ FORMAT_VERSION = 1
 _TENSORS_PREFIX = "tensors-"
 _TENSORS_SUFFIX = ".safetensors"
 
-# --- test hook (tests/engine/test_resume.py) ---------------------------------------------
-# ADES_TEST_KILL_DURING_CHECKPOINT=N: the process SIGKILLs itself while writing its N-th
-# training state, after the new tensor file is in place and with state.json's temporary
-# file half written, i.e. before the rename that would make the new state current.
-KILL_HOOK_ENV = "ADES_TEST_KILL_DURING_CHECKPOINT"
-_saves_in_this_process = 0
-# ------------------------------------------------------------------------------------------
 
 
 class TrainingStateError(ValueError):
@@ -102,7 +93,6 @@ def save_training_state(
     Returns:
         the path of ``state.json``.
     """
-    global _saves_in_this_process
     folder = state_folder(run_folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, Any] = {}
@@ -137,16 +127,7 @@ def save_training_state(
         "state": tree,
     }
     text = json.dumps(document, indent=1, allow_nan=False) + "\n"  # strict: the codec tags NaN/Inf
-    _saves_in_this_process += 1
-    kill_at = os.environ.get(KILL_HOOK_ENV)
-
-    def write_json(tmp: Path) -> None:
-        if kill_at and int(kill_at) == _saves_in_this_process:  # test hook, see KILL_HOOK_ENV
-            tmp.write_text(text[: len(text) // 2])
-            os.kill(os.getpid(), signal.SIGKILL)
-        tmp.write_text(text)
-
-    atomic_write(folder / STATE_FILE, write_json)
+    atomic_write(folder / STATE_FILE, lambda tmp: tmp.write_text(text))
     _remove_stale(folder, keep=name)
     return folder / STATE_FILE
 

@@ -11,7 +11,6 @@ the second epoch went on from the saved per-sample state.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,7 +25,8 @@ from ades_cli.main import cli
 from ades_core import build
 from ades_core.engine.run_folder import resume_config
 from ades_core.engine.run_state import restore_state
-from ades_core.engine.training_state import KILL_HOOK_ENV, load_training_state
+from ades_core.engine.training_state import load_training_state
+from tests.kill_hook import kill_during_checkpoint_env
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ def test_a_killed_run_resumes_with_its_per_sample_state_and_ends_as_the_uninterr
     process = subprocess.run(
         [sys.executable, "-m", "ades_cli", *_args(defense, cifar10_dir, out)],
         cwd=REPO,
-        env={**os.environ, KILL_HOOK_ENV: "2"},
+        env=kill_during_checkpoint_env(2),
         capture_output=True,
         timeout=600,
     )

@@ -24,7 +24,8 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from ades_cli.main import cli
-from ades_core.engine.training_state import KILL_HOOK_ENV, load_training_state, state_folder
+from ades_core.engine.training_state import load_training_state, state_folder
+from tests.kill_hook import kill_during_checkpoint_env
 
 pytestmark = pytest.mark.slow
 
@@ -42,11 +43,11 @@ def _args(data_dir: Path, out: Path) -> list[str]:
     ]
 
 
-def _start(args: list[str], **env: str) -> subprocess.Popen:
+def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "ades_cli", *args],
         cwd=REPO,
-        env={**os.environ, **env},
+        env=dict(os.environ) if env is None else env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -111,7 +112,7 @@ def test_sigkill_in_the_middle_of_an_epoch_then_resume_is_the_same_run(cifar10_d
 def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(cifar10_dir, tmp_path, reference):
     out = tmp_path / "run"
     # saves: epoch 1 steps 1-3, end of epoch 1, epoch 2 step 1, then the 6th (epoch 2 step 2) dies
-    process = _start(_args(cifar10_dir, out), **{KILL_HOOK_ENV: "6"})
+    process = _start(_args(cifar10_dir, out), kill_during_checkpoint_env(6))
     output = process.communicate(timeout=300)[0].decode()
     assert process.returncode == -signal.SIGKILL, output
     folder = state_folder(out)

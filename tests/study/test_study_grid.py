@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from ades_cli.main import cli
-from ades_core.engine.training_state import KILL_HOOK_ENV
+from tests.kill_hook import kill_during_checkpoint_env
 from tests.study.fake_runs import write_study_file
 
 pytestmark = pytest.mark.slow
@@ -40,9 +40,12 @@ def test_a_study_runs_its_grid_survives_a_kill_and_resumes_only_what_is_unfinish
     assert table["arms"]["pgd-at"]["metrics"]["clean"]["n"] == 2
     assert table["arms"]["ades"]["metrics"]["clean"]["n"] == 0
 
-    monkeypatch.setenv(KILL_HOOK_ENV, "2")
+    hooked = kill_during_checkpoint_env(2, {})  # the study's own subprocesses inherit it
+    for name, value in hooked.items():
+        monkeypatch.setenv(name, value)
     killed = runner.invoke(cli, ["study", str(study)])
-    monkeypatch.delenv(KILL_HOOK_ENV)
+    for name in hooked:
+        monkeypatch.delenv(name)
     assert killed.exit_code == 1
     assert "skip pgd-at/seed0: finished" in killed.output and "skip pgd-at/seed1: finished" in killed.output
     for seed in (0, 1):
