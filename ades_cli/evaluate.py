@@ -1,4 +1,4 @@
-"""``ades eval``, ``ades compare`` and ``ades plot``: thin commands over :mod:`ades_core.evaluation`."""
+"""``ades eval`` and ``ades compare``: thin commands over :mod:`ades_core.evaluation` (``ades plot``: plot.py)."""
 
 from __future__ import annotations
 
@@ -425,64 +425,3 @@ def compare_command(paths: tuple[Path, ...], markdown_path: Path | None, json_ou
         markdown_path.write_text(to_markdown(rows))
         if not json_output:
             click.echo(f"markdown: {markdown_path}")
-
-
-@click.command("plot")
-@click.argument("paths", metavar="RUN_DIR_OR_EVAL_JSON...", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="FILE.png: the eps-sweep plot of evaluated runs. A folder (or none): the training "
-                   "figures of one RUN_DIR (default RUN_DIR/plots).")
-@click.option("--label", "labels", multiple=True,
-              help="Line label of the eps-sweep plot, once per run in order (default: defense and folder).")
-@click.option("--title", default=None, help="Plot title.")
-def plot_command(paths: tuple[Path, ...], out: Path | None, labels: tuple[str, ...], title: str | None) -> None:
-    """Plot robust accuracy against eps of evaluated runs (--out FILE.png), or a training run's figures.
-
-    \b
-    With --out FILE.png: robust accuracy against eps for one or several
-    evaluated runs, on the same axes; each needs an eval.json with an eps
-    sweep (`ades eval --eps-sweep ...`).
-    \b
-    Without --out, or with --out naming a folder: the figures of one training
-    run from its metrics.jsonl and telemetry.jsonl: training_curves.png,
-    eps_histogram.png (the budgets' distribution per epoch) and eps_vs_cues.png
-    (see docs/telemetry.md).
-    \b
-    Examples:
-      ades plot runs/pgd-at runs/ades --out sweep.png
-      ades plot runs/ades --out runs/ades/plots
-    """
-    from ades_core.evaluation import plot_sweeps, read_report, series_from_report
-
-    if out is None or out.suffix.lower() != ".png":
-        _plot_training_run(paths, out, labels, title)
-        return
-    if labels and len(labels) != len(paths):
-        raise click.UsageError(f"{len(labels)} --label values for {len(paths)} runs; give one per run or none")
-    try:
-        series = [
-            series_from_report(read_report(p), labels[i] if labels else None) for i, p in enumerate(paths)
-        ]
-        plot_sweeps(series, out, title=title)
-    except _USER_ERRORS as exc:
-        raise _fail(exc) from None
-    click.echo(f"plot: {out}")
-
-
-def _plot_training_run(paths: tuple[Path, ...], out: Path | None, labels: tuple[str, ...], title: str | None) -> None:
-    """``ades plot RUN_DIR [--out DIR]``: the training figures of one run."""
-    from ades_core.evaluation.training_plots import plot_training_run
-
-    if len(paths) != 1:
-        raise click.UsageError(
-            f"training figures are drawn for one RUN_DIR at a time, got {len(paths)}; "
-            "to plot the eps sweeps of evaluated runs together, pass --out FILE.png"
-        )
-    if labels:
-        raise click.UsageError("--label names the lines of the eps-sweep plot; pass --out FILE.png for it")
-    try:
-        written = plot_training_run(paths[0], out, title=title)
-    except _USER_ERRORS as exc:
-        raise _fail(exc) from None
-    for path in written:
-        click.echo(f"plot: {path}")

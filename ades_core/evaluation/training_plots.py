@@ -24,7 +24,7 @@ CURVES_FILE = "training_curves.png"
 HISTOGRAM_FILE = "eps_histogram.png"
 CUES_FILE = "eps_vs_cues.png"
 PLOTS_DIR = "plots"
-"""Where ``ades plot RUN_DIR`` writes without ``--out``: ``RUN_DIR/plots/``."""
+"""Where ``ades plot training RUN_DIR`` writes without ``--out``: ``RUN_DIR/plots/``."""
 
 
 class TrainingPlotError(ValueError):

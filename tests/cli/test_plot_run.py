@@ -1,4 +1,4 @@
-"""``ades plot RUN_DIR``: the training figures of a real run, and one-line errors for what is missing."""
+"""``ades plot training RUN_DIR``: the training figures of a real run, and one-line errors for what is missing."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _assert_png(path) -> None:
 
 @pytest.mark.slow
 def test_plot_a_training_run_writes_its_figures_beside_it(ades_run):
-    result = CliRunner().invoke(cli, ["plot", str(ades_run)])
+    result = CliRunner().invoke(cli, ["plot", "training", str(ades_run)])
     assert result.exit_code == 0, result.output
     for name in (CURVES_FILE, HISTOGRAM_FILE, CUES_FILE):
         _assert_png(ades_run / "plots" / name)
@@ -50,7 +50,7 @@ def test_plot_a_training_run_writes_its_figures_beside_it(ades_run):
 
 @pytest.mark.slow
 def test_plot_writes_into_the_folder_given_with_out(ades_run, tmp_path):
-    result = CliRunner().invoke(cli, ["plot", str(ades_run), "--out", str(tmp_path / "figures"), "--title", "tiny"])
+    result = CliRunner().invoke(cli, ["plot", "training", str(ades_run), "--out", str(tmp_path / "figures"), "--title", "tiny"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted([CURVES_FILE, HISTOGRAM_FILE, CUES_FILE])
 
@@ -63,7 +63,7 @@ def test_a_run_without_cues_gets_no_cue_figure(ades_run, tmp_path):
     for record in records:  # as a fixed-budget defense writes them
         record["cues"], record["sample"]["cues"] = {}, {}
     (run / "telemetry.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    result = CliRunner().invoke(cli, ["plot", str(run), "--out", str(tmp_path / "figures")])
+    result = CliRunner().invoke(cli, ["plot", "training", str(run), "--out", str(tmp_path / "figures")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted([CURVES_FILE, HISTOGRAM_FILE])
 
@@ -73,29 +73,33 @@ def test_a_run_without_telemetry_says_so(ades_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(ades_run, run)
     (run / "telemetry.jsonl").unlink()
-    result = CliRunner().invoke(cli, ["plot", str(run)])
+    result = CliRunner().invoke(cli, ["plot", "training", str(run)])
     assert result.exit_code != 0
     assert "holds no telemetry.jsonl" in _one_error_line(result.output)
 
 
 def test_a_folder_without_metrics_says_so(tmp_path):
-    result = CliRunner().invoke(cli, ["plot", str(tmp_path)])
+    result = CliRunner().invoke(cli, ["plot", "training", str(tmp_path)])
     assert result.exit_code != 0
     assert f"{tmp_path} holds no metrics.jsonl: it is not a training run folder" in _one_error_line(result.output)
 
 
 def test_a_missing_folder_says_so(tmp_path):
-    result = CliRunner().invoke(cli, ["plot", str(tmp_path / "nowhere")])
+    result = CliRunner().invoke(cli, ["plot", "training", str(tmp_path / "nowhere")])
     assert result.exit_code != 0 and "is not a folder" in _one_error_line(result.output)
 
 
-def test_training_figures_take_one_run_and_no_labels(tmp_path):
-    two = CliRunner().invoke(cli, ["plot", str(tmp_path), str(tmp_path)])
-    assert two.exit_code != 0 and "one RUN_DIR at a time, got 2" in _one_error_line(two.output)
-    labelled = CliRunner().invoke(cli, ["plot", str(tmp_path), "--label", "a"])
-    assert labelled.exit_code != 0 and "pass --out FILE.png" in _one_error_line(labelled.output)
+def test_plot_names_what_it_draws_and_each_kind_takes_its_own_arguments(tmp_path):
+    bare = CliRunner().invoke(cli, ["plot", str(tmp_path)])
+    assert bare.exit_code != 0 and "No such command" in bare.output  # plot sweep | plot training
+    two = CliRunner().invoke(cli, ["plot", "training", str(tmp_path), str(tmp_path)])
+    assert two.exit_code != 0 and "unexpected extra argument" in two.output.lower()
+    labelled = CliRunner().invoke(cli, ["plot", "training", str(tmp_path), "--label", "a"])
+    assert labelled.exit_code != 0 and "No such option '--label'" in labelled.output
+    no_png = CliRunner().invoke(cli, ["plot", "sweep", str(tmp_path), "--out", str(tmp_path / "figures")])
+    assert no_png.exit_code != 0 and "is not a .png file" in no_png.output
 
 
-def test_out_png_still_plots_the_eps_sweep_of_an_evaluation(tmp_path):
-    result = CliRunner().invoke(cli, ["plot", str(tmp_path), "--out", str(tmp_path / "sweep.png")])
+def test_plot_sweep_needs_an_evaluation(tmp_path):
+    result = CliRunner().invoke(cli, ["plot", "sweep", str(tmp_path), "--out", str(tmp_path / "sweep.png")])
     assert result.exit_code != 0 and "run `ades eval` on it first" in _one_error_line(result.output)

@@ -52,7 +52,7 @@ def test_a_folder_without_a_model_says_so(runner, tmp_path):
 
 
 def test_compare_and_plot_need_an_evaluation(runner, tmp_path):
-    for command in (["compare", str(tmp_path)], ["plot", str(tmp_path), "--out", str(tmp_path / "p.png")]):
+    for command in (["compare", str(tmp_path)], ["plot", "sweep", str(tmp_path), "--out", str(tmp_path / "p.png")]):
         result = runner.invoke(cli, command)
         assert result.exit_code != 0 and "run `ades eval` on it first" in result.output
 
@@ -97,7 +97,7 @@ def test_eval_compare_and_plot_a_real_run(runner, tiny_run, tmp_path):
     assert "| method | run | clean | PGD-20 | CW | AutoAttack | worst-case | n | s/epoch | checks |" in table
     assert table.count("| pgd-at |") == 2
 
-    plotted = runner.invoke(cli, ["plot", str(tiny_run), str(tmp_path / "again.json"), "--label", "a",
+    plotted = runner.invoke(cli, ["plot", "sweep", str(tiny_run), str(tmp_path / "again.json"), "--label", "a",
                                   "--label", "b", "--out", str(tmp_path / "two.png")])
     assert plotted.exit_code == 0, plotted.output
     assert (tmp_path / "two.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
