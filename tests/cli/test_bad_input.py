@@ -14,6 +14,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+import torch
 from click.testing import CliRunner
 
 from ades_cli.main import cli
@@ -106,6 +107,8 @@ class Case:
     message: str
     spoil_tmp: Callable[[Path], None] | None = None
     spoil_run: Callable[[Path], None] | None = None
+    needs_no_cuda: bool = False
+    """The error exists only on a machine without CUDA: skipped where CUDA is available."""
 
 
 CASES = [
@@ -173,7 +176,7 @@ CASES = [
     Case("undecodable image", [*TINY_RUN, "--data-dir", "{tmp}/d"], "could not decode {tmp}/d/train/cat/broken.png: Unsupported image file; remove or replace the file", _corrupt_image),
     Case("subset larger than the data", [*TINY_RUN, "--data-dir", "{data}", "--train-subset", "100"], "train subset of 100 asked, but the train split holds 8 samples"),
     Case("cifar missing, no download", ["--dataset", "cifar10", "--no-download", "--data-dir", "{tmp}", "--device", "cpu"], "CIFAR-10 is not in {tmp} and could not be downloaded (downloading is off)"),
-    Case("cuda without cuda", ["--device", "cuda", "--data-dir", "{data}", "--dataset", "imagefolder"], "device 'cuda' asked for but CUDA is not available"),
+    Case("cuda without cuda", ["--device", "cuda", "--data-dir", "{data}", "--dataset", "imagefolder"], "device 'cuda' asked for but CUDA is not available", needs_no_cuda=True),
     # ---- the run folder
     Case("out holds a different run", [*TINY_RUN, "--data-dir", "{data}", "--out", "{run}", "--lr", "0.01"], "already holds a different run (optim.lr 0.1 != 0.01); choose another --out, or pass --overwrite"),
     Case("out holds this run", [*TINY_RUN, "--data-dir", "{data}", "--out", "{run}"], "already holds this run (same config); pass --resume {run} to continue it"),
@@ -210,7 +213,12 @@ def run_case(case: Case, data: Path, run: Path, tmp: Path) -> tuple[str, int, st
     return " ".join(["ades run", *args]), result.exit_code, result.output
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def _params(cases: list[Case]) -> list:
+    no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="the error needs a machine without CUDA")
+    return [pytest.param(c, id=c.id, marks=[no_cuda] if c.needs_no_cuda else []) for c in cases]
+
+
+@pytest.mark.parametrize("case", _params(CASES))
 def test_bad_input_is_one_clear_line_and_touches_nothing(case, good_data, finished_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
