@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+# The suite runs against the built-ins alone, whatever plugins this environment has installed
+# (tests assert the exact registered sets); plugin tests load theirs explicitly or re-enable
+# entry points in the subprocesses they start. Set before any test imports ades_core.
+os.environ.setdefault("ADES_DISABLE_PLUGINS", "1")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_ZIP = REPO_ROOT.parent / "shared" / "data" / "cifar10-imagefolder.zip"
 CACHE_DIR = Path(os.environ.get("ADES_CACHE", Path.home() / ".cache" / "ades"))

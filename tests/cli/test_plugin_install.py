@@ -66,8 +66,11 @@ def _ades(args: list[str], site: Path, cwd: Path) -> subprocess.CompletedProcess
     )
 
 
-def test_the_plugin_is_not_installed_in_this_environment():
-    assert "margin" not in ades_core.CUES  # so the subprocesses below see it only through the folder
+def test_the_test_session_sees_only_built_in_components():
+    # tests/conftest.py disables entry points in the test process, so an installed plugin cannot
+    # change the exact registered sets other tests assert; the subprocesses below re-enable them
+    assert "margin" not in ades_core.CUES
+    assert all(entry.source == "ades" for entry in ades_core.CUES.entries())
 
 
 def test_ades_list_shows_the_plugin_with_its_distribution_and_version(plugin_site, tmp_path):
