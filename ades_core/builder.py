@@ -16,10 +16,11 @@ plugins) and checked against their protocols once, here.
 from __future__ import annotations
 
 import math
-from typing import Any, Generic, Protocol
+from typing import Any
 
 import attrs
 import torch
+from typing_extensions import get_protocol_members
 
 from ades_core.config import RunConfig
 from ades_core.data import DataRequest, DeviceLoader, load_datasets
@@ -32,7 +33,14 @@ from ades_core.distributed import (
 )
 from ades_core.engine.checkpoint import ModelSpec
 from ades_core.engine.setup import TrainingSetup
-from ades_core.protocols import BudgetedAttack, CueExtractor, Defense, Scheduler
+from ades_core.protocols import (
+    BudgetedAttack,
+    BudgetScheduled,
+    CueExtractor,
+    Defense,
+    Scheduler,
+    replays_of,
+)
 from ades_core.registries import (
     ATTACKS,
     CUES,
@@ -41,6 +49,7 @@ from ades_core.registries import (
     SCHEDULERS,
 )
 from ades_core.registry import Registry
+from ades_core.schedulers.mlp import MLPScheduler
 from ades_core.schedulers.objectives import SchedulerObjective, with_grad_norm
 
 
@@ -79,17 +88,9 @@ def training_passes(epochs: int, replays: int) -> int:
 
 
 def _protocol_members(protocol: type) -> list[str]:
-    """The attributes and methods a ``typing.Protocol`` class asks for."""
-    members: list[str] = []
-    for klass in reversed(protocol.__mro__):
-        if klass in (object, Protocol, Generic) or not getattr(klass, "_is_protocol", False):
-            continue
-        names = list(getattr(klass, "__annotations__", {}))
-        names += [
-            k for k, v in vars(klass).items() if callable(v) and (not k.startswith("_") or k == "__call__")
-        ]
-        members += [n for n in names if n not in members]
-    return members
+    """The attributes and methods a ``typing.Protocol`` class asks for, sorted
+    (``typing_extensions.get_protocol_members``, ``typing``'s own from Python 3.13)."""
+    return sorted(get_protocol_members(protocol))
 
 
 def _checked(obj: Any, protocol: type, what: str, source: str = "ades") -> Any:
@@ -275,7 +276,7 @@ def build(config: RunConfig) -> TrainingSetup:
         defense = defense.to(device)
     train_model = model if dist is None else _wrap_ddp(model, defense, dist)
     # a defense that replays each minibatch m times (free-at) trains ceil(epochs / m) passes
-    passes = training_passes(config.optim.epochs, int(getattr(defense, "replays", 1)))
+    passes = training_passes(config.optim.epochs, replays_of(defense))
     optim = attrs.evolve(config.optim, epochs=passes)  # the LR milestones scale with the passes
     optimizer = torch.optim.SGD(
         model.parameters(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
@@ -315,14 +316,14 @@ def build(config: RunConfig) -> TrainingSetup:
         autocast_dtype=autocast_dtype,
     )
     uses_cues = DEFENSES.entry(config.defense).meta.get("uses_cues", True)
-    scheduler = getattr(defense, "scheduler", None)
+    scheduler = defense.scheduler if isinstance(defense, BudgetScheduled) else None
     resolved = {
         "device": str(device),
         "autocast_dtype": str(autocast_dtype).replace("torch.", "") if autocast_dtype else None,
         "cues": list(config.cues.names) if uses_cues else [],
         "scheduler": config.scheduler_name(),
         "scheduler_learnable": defense_optimizer is not None,
-        "allocation": getattr(scheduler, "allocation", None),
+        "allocation": scheduler.allocation if isinstance(scheduler, MLPScheduler) else None,
         "scheduler_lr": config.scheduler.learning_rate() if defense_optimizer is not None else None,
         "num_classes": data.num_classes,
         "classes": list(data.train.classes),

@@ -21,7 +21,7 @@ One training step, top to bottom::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 import torch
@@ -245,14 +245,11 @@ class Defense(Protocol):
     The defense does not step optimisers, move tensors between devices or
     write files.
 
-    Optional members the trainer uses when present:
-
-    * ``replays: int``: the trainer calls ``step`` this many times on each
-      minibatch, stepping the optimisers after each (Free-AT's replay);
-    * ``start_epoch(epoch, epochs)``: called before each epoch (0-based
-      ``epoch`` of ``epochs``), for schedules over training (curricula,
-      warm-ups);
-    * ``load_state_dict(state)``: restores what ``state_dict`` saved, on resume.
+    Capabilities the engine uses when a defense has them, each a protocol
+    below, checked with ``isinstance`` where the defense is built:
+    :class:`Replaying` (``replays``), :class:`EpochAware` (``start_epoch``),
+    :class:`Stateful` (``load_state_dict``, on resume), :class:`BudgetScheduled`
+    (``scheduler``: telemetry and ``config.json`` describe its budgets).
 
     Per-sample state kept across epochs is indexed by the dataset index ``idx``
     and lives on the model's device, in ``state_dict`` (so checkpoints carry it).
@@ -265,3 +262,120 @@ class Defense(Protocol):
     def parameters(self) -> Iterator[nn.Parameter]: ...
 
     def state_dict(self) -> dict[str, Tensor]: ...
+
+
+# ------------------------------------------------------------------ capabilities
+# Small protocols a component may satisfy besides its family's; the engine and the
+# defenses test them with isinstance (never getattr) when a component is built.
+# Registries and built-ins: ades_core.registries (CUES, SCHEDULERS, SCHEDULER_OBJECTIVES,
+# ATTACKS, DEFENSES), registered in ades_core/{cues,schedulers,attacks,defenses}/.
+
+
+@runtime_checkable
+class StartSharingAttack(Protocol):
+    """A :class:`BudgetedAttack` that can start from a point computed elsewhere (PGD).
+
+    ``__call__(model, x, y, eps, *, start=None, start_grad=None)``: ``start``
+    ``(B, C, H, W)`` is the first iterate (already in [0, 1], not yet projected
+    into the balls) and ``start_grad`` the attack loss's input gradient there,
+    so a defense that evaluates its cues at the start hands PGD its first
+    gradient. ``draw_start(x, radius)``: the attack's own random start for ``x``
+    (clipped to [0, 1]); ``random_start``: whether it draws one at all (else it
+    starts at ``x``); ``loss_name``: the loss it ascends (``ce``, ``cw``, ...).
+    """
+
+    loss_name: str
+    random_start: bool
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, eps: Tensor | float, **options: Any) -> Tensor: ...
+
+    def draw_start(self, x: Tensor, radius: Tensor | float) -> Tensor: ...
+
+
+@runtime_checkable
+class BreakingRecorder(Protocol):
+    """An attack that shows its iterates to a ``breaking=`` :class:`~ades_core.attacks.breaking.BreakingRadius`
+    (each sample's breaking radius, read from the logits it computes anyway); ``records_breaking`` is True."""
+
+    records_breaking: bool
+
+
+@runtime_checkable
+class ReplaceableAttack(Protocol):
+    """An attack that makes a copy of itself with some settings changed (``loss=``, ``start_noise=``,
+    ``steps=``, ...), as TRADES's and MART's inner maximisations need; ``loss_name`` as above."""
+
+    loss_name: str
+
+    def replace(self, **changes: Any) -> Any: ...
+
+
+@runtime_checkable
+class Named(Protocol):
+    """A component with a display ``name`` (reports fall back to its class name)."""
+
+    name: str
+
+
+@runtime_checkable
+class ReportsSettings(Protocol):
+    """An evaluation attack that adds what a report must record beyond its options (``settings()``)."""
+
+    def settings(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Replaying(Protocol):
+    """A defense whose every minibatch is replayed ``replays`` times (Free-AT's m), the optimisers
+    stepping after each replay; the builder scales the passes over the data to match the epochs."""
+
+    replays: int
+
+
+def replays_of(defense: object) -> int:
+    """How many times ``defense`` takes each minibatch: its ``replays`` if it is :class:`Replaying`, else 1."""
+    return int(defense.replays) if isinstance(defense, Replaying) else 1
+
+
+@runtime_checkable
+class EpochAware(Protocol):
+    """A component told where training stands: ``start_epoch(epoch, epochs)`` before each epoch
+    (0-based ``epoch`` of ``epochs``), for schedules over training (curricula, warm-ups)."""
+
+    def start_epoch(self, epoch: int, epochs: int) -> None: ...
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """A component whose ``state_dict()`` the checkpoint saves and ``load_state_dict(state)`` restores on resume."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+@runtime_checkable
+class BudgetScheduled(Protocol):
+    """A defense whose budgets come from a :class:`Scheduler` (``scheduler``), which telemetry and the
+    run's ``config.json`` describe."""
+
+    scheduler: Scheduler
+
+
+@runtime_checkable
+class TargetFitting(Protocol):
+    """A scheduler objective that learns from a robustness target measured by the attack (``target``,
+    ``target-quantile``) instead of the envelope gradient; see :mod:`ades_core.schedulers.target`.
+    Needs an attack that is a :class:`BreakingRecorder`."""
+
+    allocation: str
+
+    def target_radius(self, radius: Tensor) -> Tensor: ...
+
+    def target_sigma(self, target: Tensor) -> Tensor: ...
+
+    def held_out(self, idx: Tensor) -> Tensor: ...
+
+    def deviations(self, sigma: Tensor, target_sigma: Tensor, held_out: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def fit_loss(self, sigma: Tensor, target_sigma: Tensor, held_out: Tensor) -> Tensor: ...

@@ -85,7 +85,6 @@ class PGD:
             image-sized buffer more; no host-device sync.
     """
 
-    accepts_start = True  # __call__ takes start= and start_grad= (shared cue computation)
     records_breaking = True  # __call__ takes breaking= (a BreakingRadius shown its iterates)
     START_NOISES = ("uniform", "normal")
 

@@ -16,7 +16,6 @@ import torch
 from torch import Tensor, nn
 
 from ades_core.attacks.breaking import BreakingRadius
-from ades_core.attacks.pgd import PGD
 from ades_core.config import AttackOptions, BudgetConfig, ConfigError, DefenseOptions
 from ades_core.cues import extract_cues
 from ades_core.defenses.awp import AppliedPerturbation, WeightPerturbation
@@ -24,13 +23,16 @@ from ades_core.defenses.losses import TrainingLoss, training_loss
 from ades_core.distributed import batch_mean, unwrap_model
 from ades_core.model_mode import autocast_for, eval_mode
 from ades_core.protocols import (
+    BreakingRecorder,
     Budget,
     BudgetedAttack,
     CueContext,
     CueExtractor,
     RobustnessTarget,
     Scheduler,
+    StartSharingAttack,
     StepOutput,
+    TargetFitting,
 )
 from ades_core.registries import DEFENSES
 from ades_core.schedulers.lookahead import LookAhead, VirtualBatch, call_with
@@ -187,10 +189,12 @@ class BudgetedAdversarialTraining(nn.Module):
         self.awp = (
             WeightPerturbation(parts.options.awp_gamma, parts.options.awp_warmup) if parts.options.awp else None
         )
-        self.shares_start = parts.cue_point == "start" and getattr(self.attack, "accepts_start", False)
-        self.shares_gradient = self.shares_start and getattr(self.attack, "loss_name", None) == "ce"
-        self.fits_target = bool(getattr(self.objective, "fits_target", False))
-        if self.fits_target and not getattr(self.attack, "records_breaking", False):
+        self.shares_start = parts.cue_point == "start" and isinstance(self.attack, StartSharingAttack)
+        self.shares_gradient = self.shares_start and self.attack.loss_name == "ce"
+        # the start is drawn as the attack would (resolved here, at build time)
+        self._draw_start = self.attack.draw_start if self.shares_start and self.attack.random_start else None
+        self.fits_target = isinstance(self.objective, TargetFitting)
+        if self.fits_target and not isinstance(self.attack, BreakingRecorder):
             raise ValueError(
                 f"the scheduler objective fits a breaking radius read from the attack's iterates; "
                 f"attack {type(self.attack).__name__} does not report them (use pgd)"
@@ -339,12 +343,9 @@ class BudgetedAdversarialTraining(nn.Module):
         ``clip(x + 0.001 * N(0, 1), 0, 1)`` for TRADES's and MART's start; ``x``
         itself (a copy) when the attack has no random start (``random_start=False``).
         """
-        if isinstance(self.attack, PGD) and not self.attack.random_start:
+        if self._draw_start is None:
             return x.clone()
-        draw = getattr(self.attack, "draw_start", None)
-        if draw is None:
-            return (x + (torch.rand_like(x) * 2 - 1) * self.scheduler.eps_min).clamp_(0.0, 1.0)
-        return draw(x, self.scheduler.eps_min)
+        return self._draw_start(x, self.scheduler.eps_min)
 
     @staticmethod
     def _clean_logits(ctx: CueContext, x: Tensor) -> Tensor:

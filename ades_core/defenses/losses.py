@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 from ades_core.attacks.losses import kl_to_target
 from ades_core.config import TRAINING_LOSSES, ConfigError
-from ades_core.protocols import BudgetedAttack
+from ades_core.protocols import BudgetedAttack, ReplaceableAttack
 
 
 def _kl_clean_to_adv(logits_clean: Tensor, logits_adv: Tensor) -> Tensor:
@@ -128,22 +128,21 @@ class TrainingLoss:
         """
         if self.name == "ce":
             return attack
-        replace = getattr(attack, "replace", None)
         if self.inner_kl:
-            if replace is None:
+            if not isinstance(attack, ReplaceableAttack):
                 raise ConfigError(
                     "attack.name",
                     f"the {self.name} loss maximises a KL in its inner attack, which needs the pgd "
                     f"attack; got {type(attack).__name__}",
                 )
-            if getattr(attack, "loss_name", "ce") != "ce":
+            if attack.loss_name != "ce":
                 raise ConfigError(
                     "attack.loss",
                     f"the {self.name} inner attack maximises KL(p(x) || p(x')), so the attack loss "
                     f"does not apply; leave it at ce, got {attack.loss_name!r}",
                 )
-            return replace(loss=kl_to_target, start_noise=self.start_noise)
-        return attack if replace is None else replace(start_noise=self.start_noise)
+            return attack.replace(loss=kl_to_target, start_noise=self.start_noise)
+        return attack.replace(start_noise=self.start_noise) if isinstance(attack, ReplaceableAttack) else attack
 
     def attack_target(self, y: Tensor, clean_logits: Tensor | None) -> Tensor:
         """What the inner attack compares with: labels ``y``, or for ``inner_kl`` the

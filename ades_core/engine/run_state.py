@@ -38,6 +38,7 @@ from ades_core.engine.rng import capture_rng, restore_rng
 from ades_core.engine.run_folder import fixed_config
 from ades_core.engine.stats import EpochStats
 from ades_core.engine.training_state import TrainingStateError
+from ades_core.protocols import Stateful
 
 if TYPE_CHECKING:  # annotations only: setup.py imports the trainer, which imports this module
     from ades_core.engine.setup import TrainingSetup
@@ -120,12 +121,11 @@ def restore_state(setup: TrainingSetup, state: dict[str, Any]) -> ResumePoint:
         setup.model.load_state_dict(state["model"], strict=True)
         defense_state = state["defense"]
         if defense_state:
-            loader = getattr(setup.defense, "load_state_dict", None)
-            if loader is None:
+            if not isinstance(setup.defense, Stateful):
                 raise TrainingStateError(
                     f"defense {setup.defense.name!r} saved a state but has no load_state_dict to restore it"
                 )
-            loader(defense_state)
+            setup.defense.load_state_dict(defense_state)
         optimizers = state["optimizers"]
         setup.optimizer.load_state_dict(optimizers["model"])
         if (optimizers["defense"] is None) != (setup.defense_optimizer is None):

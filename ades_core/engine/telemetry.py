@@ -53,7 +53,7 @@ from ades_core.engine.telemetry_stats import (  # noqa: F401  (re-exported: the 
     target_fit,
     target_warning,
 )
-from ades_core.protocols import StepOutput
+from ades_core.protocols import BudgetScheduled, StepOutput
 
 
 class TelemetryError(ValueError):
@@ -117,7 +117,7 @@ class BudgetTelemetry:
             int(setup.resolved["train_size"]),
             setup.device,
             seed=setup.config.seed,
-            scheduler=getattr(setup.defense, "scheduler", None),
+            scheduler=setup.defense.scheduler if isinstance(setup.defense, BudgetScheduled) else None,
         )
 
     # ------------------------------------------------------------ per step

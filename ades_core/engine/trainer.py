@@ -74,6 +74,7 @@ from ades_core.engine.training_state import (
     load_training_state,
     save_training_state,
 )
+from ades_core.protocols import EpochAware, replays_of
 
 if TYPE_CHECKING:  # annotations only: setup.py imports the trainer
     from ades_core.engine.setup import TrainingSetup
@@ -238,7 +239,7 @@ class Trainer:
         epochs = setup.epochs
         if epochs != setup.config.optim.epochs:
             self.console.print(
-                f"{setup.defense.name} replays each minibatch {getattr(setup.defense, 'replays', 1)} "
+                f"{setup.defense.name} replays each minibatch {replays_of(setup.defense)} "
                 f"times: {epochs} pass{'es' if epochs != 1 else ''} over the data for --epochs "
                 f"{setup.config.optim.epochs}",
                 highlight=False,
@@ -288,10 +289,9 @@ class Trainer:
             else []
         )
         loader.set_epoch(epoch)
-        replays = int(getattr(defense, "replays", 1))
-        start_epoch = getattr(defense, "start_epoch", None)
-        if start_epoch is not None:
-            start_epoch(epoch, setup.epochs)
+        replays = replays_of(defense)
+        if isinstance(defense, EpochAware):
+            defense.start_epoch(epoch, setup.epochs)
         stats = EpochStats(setup.device)
         done, seconds_before = 0, 0.0
         if resumed is not None and resumed.position.step:

@@ -17,9 +17,9 @@ from typing import Any
 import attrs
 
 from ades_core.config import format_eps
+from ades_core.engine.run_folder import METRICS_FILE
 from ades_core.evaluation.masking import CheckResult, summarise_checks
 from ades_core.evaluation.report import read_report
-from ades_core.evaluation.sources import METRICS_FILE
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("method", "method"),

@@ -39,7 +39,7 @@ from ades_core.distributed import DistributedContext
 from ades_core.evaluation.sharding import batch_seed, merge_flags, shard_range
 from ades_core.model_mode import autocast_for, eval_mode
 from ades_core.evaluation.resume import RowCheckpoint
-from ades_core.protocols import BudgetedAttack
+from ades_core.protocols import BudgetedAttack, Named
 from ades_core.scoring import strictly_correct
 
 
@@ -121,8 +121,7 @@ class AttackContractError(ValueError):
 
 
 def _attack_name(attack: BudgetedAttack) -> str:
-    name = getattr(attack, "name", None)  # a display name only: any object may lack it
-    return name if isinstance(name, str) else type(attack).__name__
+    return attack.name if isinstance(attack, Named) and isinstance(attack.name, str) else type(attack).__name__
 
 
 class ModelGuard:

@@ -21,7 +21,7 @@ import attrs
 from ades_core.data import DataRequest, ImageTensors, load_test_split
 from ades_core.data.datasets import SUBSET_ORDERS
 from ades_core.engine.checkpoint import MODEL_FILE, read_run_config, read_spec, resolve_model_file
-from ades_core.engine.run_folder import CONFIG_FILE, METRICS_FILE
+from ades_core.engine.run_folder import CONFIG_FILE
 
 EVAL_FILE = "eval.json"
 

@@ -30,7 +30,7 @@ import attrs
 import torch
 
 from ades_core.config import AttackOptions, format_eps
-from ades_core.protocols import BudgetedAttack
+from ades_core.protocols import BudgetedAttack, ReportsSettings
 from ades_core.registries import ATTACKS
 from ades_core.registry import RegistryError
 
@@ -89,9 +89,8 @@ class AttackSpec:
             }
         elif self.attack == "fgsm":
             out |= {"loss": self.options.loss}
-        own = getattr(attack, "settings", None)
-        if callable(own):
-            out |= own()
+        if isinstance(attack, ReportsSettings):
+            out |= attack.settings()
         out.setdefault("implementation", self.implementation())
         return out
 

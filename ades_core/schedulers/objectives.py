@@ -47,6 +47,7 @@ from torch import Tensor
 
 from ades_core.config import BudgetConfig, ConfigError, SchedulerOptions
 from ades_core.distributed import batch_gather, batch_mean
+from ades_core.protocols import TargetFitting
 from ades_core.registries import SCHEDULER_OBJECTIVES
 
 GRAD_NORMS = ("none", "rms")
@@ -142,7 +143,7 @@ def with_grad_norm(objective: SchedulerObjective, grad_norm: str) -> SchedulerOb
     """``objective`` as it is (``none``) or wrapped in :class:`GradNormalised` (``rms``)."""
     if grad_norm not in GRAD_NORMS:
         raise ValueError(f"grad_norm {grad_norm!r} is not one of: {', '.join(GRAD_NORMS)}")
-    if grad_norm != "none" and getattr(objective, "fits_target", False):
+    if grad_norm != "none" and isinstance(objective, TargetFitting):
         raise ConfigError(
             "scheduler.grad_norm",
             "rescales the envelope gradient dL/d eps; the target objective learns from its own fit "

@@ -53,7 +53,6 @@ is unchanged by it (tested). Measurements and defaults: docs/scheduler.md.
 
 from __future__ import annotations
 
-from typing import ClassVar
 
 import attrs
 import torch
@@ -88,8 +87,6 @@ class RobustnessTargetFit:
     lam: float
     holdout_every: int = HOLDOUT_EVERY
     allocation: str = attrs.field(default="mean", validator=attrs.validators.in_(("mean", "quantile")))
-    fits_target: ClassVar[bool] = True
-    """Tells the defense to measure the target and add :meth:`fit_loss` (no envelope path)."""
 
     def __attrs_post_init__(self) -> None:
         if not self.lam > 0:

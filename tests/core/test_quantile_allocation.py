@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from ades_core import BuildError, RunConfig, build_defense
 from ades_core.config import ConfigError, SchedulerOptions
 from ades_core.defenses.budgeted import shuffle_allocation
-from ades_core.protocols import Budget, Cues
+from ades_core.protocols import Budget, Cues, TargetFitting
 from ades_core.registries import SCHEDULER_OBJECTIVES
 from ades_core.schedulers import MLPScheduler, RobustnessTargetFit
 from ades_core.schedulers.mlp import QUANTILE_MOMENTUM, QUANTILE_POINTS, batch_ranks, interpolate_quantiles
@@ -41,7 +41,7 @@ def _scheduler(num_cues: int, **kwargs) -> MLPScheduler:
 def test_target_quantile_is_the_default_objective_and_allocates_by_quantile():
     assert SchedulerOptions().objective == "target-quantile"
     objective = SCHEDULER_OBJECTIVES.build("target-quantile", SchedulerOptions(), budget=RunConfig().budget)
-    assert objective.allocation == "quantile" and objective.fits_target
+    assert objective.allocation == "quantile" and isinstance(objective, TargetFitting)
 
 
 def test_ranks_and_interpolation_by_hand():
