@@ -34,7 +34,7 @@ def _pct(value: float | None) -> str:
 
 
 class EpsList(click.ParamType):
-    """``4/255,8/255`` -> ``(0.0157, 0.0314)``."""
+    """``4/255,8/255`` -> ``(0.0157, 0.0314)``; ``0.25,0.5`` (L2). The range is checked per ``--norm``."""
 
     name = "eps-list"
 
@@ -48,17 +48,52 @@ class EpsList(click.ParamType):
 EPS_LIST = EpsList()
 
 
-def _rows_table(title: str, rows) -> Table:
+def _rows_table(title: str, rows, norm: str = "linf") -> Table:
     from ades_core.config import format_eps
 
     table = Table(title=title, title_justify="left", show_edge=False)
-    for column in ("attack", "eps", "n", "clean", "robust", "seconds"):
+    for column in ("attack", f"eps ({norm})", "n", "clean", "robust", "seconds"):
         table.add_column(column, justify="left" if column == "attack" else "right")
     for row in rows:
         table.add_row(
-            row.name, format_eps(row.eps), str(row.n), _pct(row.clean_acc), _pct(row.robust_acc), f"{row.seconds:.1f}"
+            row.name, format_eps(row.eps, norm), str(row.n), _pct(row.clean_acc), _pct(row.robust_acc),
+            f"{row.seconds:.1f}",
         )
     return table
+
+
+def _trained_norm(model_path: Path | None) -> str | None:
+    """The norm the run in ``model_path`` trained in (``linf`` for runs from before L2), or ``None``
+    when there is no readable run there (the evaluation then reports that itself)."""
+    from ades_core.evaluation import describe_run
+
+    try:
+        info = describe_run(model_path)
+    except _USER_ERRORS:
+        return None
+    return (info.config.get("attack") or {}).get("norm", "linf")
+
+
+def check_eval_budgets(
+    norm: str, eps: float | None, sweep: tuple[float, ...] | None
+) -> tuple[float, tuple[float, ...] | None]:
+    """``--eps`` (its norm's default when not given) and ``--eps-sweep``, each within ``norm``'s range.
+
+    Raises:
+        click.BadParameter: one line naming the option, the budget and the range.
+    """
+    from ades_core.config import DEFAULT_EVAL_EPS
+    from ades_core.norms import NORMS
+
+    threat = NORMS.get(norm)
+    eps = DEFAULT_EVAL_EPS[norm] if eps is None else eps
+    for option, values in (("--eps", (eps,)), ("--eps-sweep", sweep or ())):
+        for value in values:
+            try:
+                threat.check_budget(value, threat.format(value))
+            except ValueError as exc:
+                raise click.BadParameter(f"{exc} for --norm {norm}", param_hint=f"'{option}'") from None
+    return eps, sweep
 
 
 @click.command("eval")
@@ -66,9 +101,15 @@ def _rows_table(title: str, rows) -> Table:
 @click.option("--attack", "attacks", type=COMMA_LIST, default="pgd20,cw,autoattack", show_default=True,
               help="Comma-separated attacks: pgd20, pgd100 (pgdN), cw (cwN), fgsm, autoattack, square, "
                    "or any registered attack (`ades list`).")
-@click.option("--eps", type=EPS, default="8/255", show_default=True, help="L-inf budget, e.g. 8/255 or 0.0314.")
+@click.option("--norm", type=click.Choice(["linf", "l2"]), default=None,
+              help="Threat model of every attack, the sweep and the checks: linf or l2 "
+                   "[default: the norm the run trained in, else linf].")
+@click.option("--eps", type=EPS, default=None,
+              help="Budget in --norm: L-inf in [0, 1] pixel scale (8/255 or 0.0314), L2 a Euclidean radius in "
+                   "pixel space (0.5) [default: 8/255 for linf, 0.5 for l2].")
 @click.option("--eps-sweep", type=EPS_LIST, default=None,
-              help="Also run PGD-20 at each of these budgets, e.g. 4/255,6/255,8/255,10/255.")
+              help="Also run PGD-20 at each of these budgets, e.g. 4/255,6/255,8/255,10/255 (linf) or "
+                   "0.25,0.5,0.75,1.0 (l2).")
 @click.option("--n", "n", type=click.IntRange(min=1), default=None,
               help="Evaluate on this many test images (a random subset drawn from --seed); default all.")
 @click.option("--order", type=click.Choice(["random", "first"]), default="random", show_default=True,
@@ -105,7 +146,7 @@ def _rows_table(title: str, rows) -> Table:
 def eval_command(
     model_path: Path | None,
     attacks: tuple[str, ...],
-    eps: float,
+    eps: float | None,
     eps_sweep: tuple[float, ...] | None,
     n: int | None,
     batch_size: int,
@@ -128,6 +169,7 @@ def eval_command(
     num_classes: int | None = None,
     mean: tuple[str, ...] | None = None,
     std: tuple[str, ...] | None = None,
+    norm: str | None = None,
 ) -> None:
     """Evaluate a trained model: attacks, worst case, eps sweep, masking checks -> eval.json.
 
@@ -138,6 +180,11 @@ def eval_command(
     Example:
       ades eval runs/ades --attack pgd20,cw,autoattack --eps 8/255 --n 1000 \\
                 --eps-sweep 4/255,6/255,8/255,10/255 --plot runs/ades/sweep.png
+
+    \b
+    In L2 (budgets are Euclidean radii in pixel space; see docs/l2.md):
+      ades eval runs/ades-l2 --norm l2 --attack pgd20,cw,autoattack --eps 0.5 \\
+                --eps-sweep 0.25,0.5,0.75,1.0
 
     \b
     On several GPUs (the test set is sharded over the ranks; the numbers are
@@ -167,7 +214,7 @@ def eval_command(
             dist, model_path, attacks=attacks, eps=eps, eps_sweep=eps_sweep, n=n, batch_size=batch_size,
             device=device, seed=seed, dataset=dataset, data_dir=data_dir, image_size=image_size, checks=checks,
             check_n=check_n, out=out, plot_path=plot_path, threads=threads, quiet=quiet,
-            order=order, external=external, precision=precision, resume=resume,
+            order=order, external=external, precision=precision, resume=resume, norm=norm,
         )
     except BaseException as exc:
         if dist is not None and dist.world_size > 1:
@@ -234,6 +281,7 @@ def open_resume_store(
     checks,
     dist: DistributedContext | None,
     resume: bool,
+    norm: str = "linf",
 ):
     """The resume state of this evaluation (this rank's), fingerprinted by everything its results depend on."""
     import attrs
@@ -246,6 +294,7 @@ def open_resume_store(
         "data_sha256": tensor_sha256(source.data.images, source.data.labels),
         "dataset": source.describe() | {"data_dir": None},
         "attacks": [{"label": s.label, "attack": s.attack, "options": attrs.asdict(s.options)} for s in specs],
+        "norm": norm,
         "eps": eps,
         "sweep": sorted(set(sweep)),
         "seed": seed,
@@ -262,7 +311,7 @@ def _evaluate_and_report(
     model_path: Path | None,
     *,
     attacks: tuple[str, ...],
-    eps: float,
+    eps: float | None,
     eps_sweep: tuple[float, ...] | None,
     n: int | None,
     batch_size: int,
@@ -281,6 +330,7 @@ def _evaluate_and_report(
     external: dict[str, Any] | None = None,
     precision: str = "fp32",
     resume: bool = False,
+    norm: str | None = None,
 ) -> None:
     """``ades eval`` on every rank (``dist``: the torchrun context or ``None``); rank 0 writes and prints.
 
@@ -302,7 +352,10 @@ def _evaluate_and_report(
 
         torch.set_num_threads(threads)
     try:
-        specs = resolve_attacks(attacks)
+        trained_norm = None if external is not None else _trained_norm(model_path)
+        norm = norm or trained_norm or "linf"
+        eps, eps_sweep = check_eval_budgets(norm, eps, eps_sweep)
+        specs = resolve_attacks(attacks, norm)
         for spec in specs:  # fail on a missing optional dependency before loading anything
             spec.build()
         torch_device = resolve_device(device) if dist is None else dist.device
@@ -321,10 +374,12 @@ def _evaluate_and_report(
         raise _fail(exc) from None
 
     world_size = 1 if dist is None else dist.world_size
+    trained = f", trained in {trained_norm}" if trained_norm and trained_norm != norm else ""
     console.print(
-        f"[bold]ades eval[/bold] {info.model_file} ({info.defense or 'model'}, {info.backbone or '?'}) on "
-        f"{source.n} {source.dataset} test images, eps {format_eps(eps)}, attacks {', '.join(s.label for s in specs)}"
-        f"{', sweep ' + ','.join(format_eps(e) for e in eps_sweep) if eps_sweep else ''}, device {torch_device}"
+        f"[bold]ades eval[/bold] {info.model_file} ({info.defense or 'model'}, {info.backbone or '?'}{trained}) on "
+        f"{source.n} {source.dataset} test images, norm {norm}, eps {format_eps(eps, norm)}, "
+        f"attacks {', '.join(s.label for s in specs)}"
+        f"{', sweep ' + ','.join(format_eps(e, norm) for e in eps_sweep) if eps_sweep else ''}, device {torch_device}"
         f"{f' x {world_size} ranks' if world_size > 1 else ''}",
         highlight=False,
     )
@@ -338,7 +393,7 @@ def _evaluate_and_report(
 
     def on_row(row) -> None:
         console.print(
-            f"  {row.name} @ {format_eps(row.eps)}: robust {_pct(row.robust_acc)} ({row.seconds:.1f} s)",
+            f"  {row.name} @ {norm} {format_eps(row.eps, norm)}: robust {_pct(row.robust_acc)} ({row.seconds:.1f} s)",
             highlight=False,
         )
 
@@ -346,7 +401,7 @@ def _evaluate_and_report(
     try:
         store = open_resume_store(
             report_path, info=info, source=source, specs=specs, eps=eps, sweep=eps_sweep or (), seed=seed,
-            batch_size=batch_size, precision=precision, checks=check_config, dist=dist, resume=resume,
+            batch_size=batch_size, precision=precision, checks=check_config, dist=dist, resume=resume, norm=norm,
         )
         if store.loaded:
             console.print(f"  resuming: {store.resumed_batches} attacked batches kept in {store.path}", highlight=False)
@@ -357,7 +412,7 @@ def _evaluate_and_report(
                 result = evaluate(
                     model, source.data, specs, eps, device=torch_device, batch_size=batch_size, seed=seed,
                     sweep=eps_sweep or (), checks=check_config, precision=precision, progress=progress,
-                    on_row=on_row, distributed=dist, resume=store,
+                    on_row=on_row, distributed=dist, resume=store, norm=norm,
                 )
         except BaseException:
             store.save(force=True)  # keep every finished batch for --resume
@@ -373,9 +428,9 @@ def _evaluate_and_report(
 
     stdout = Console()
     rows = list(result.attacks) + ([result.worst_case] if result.worst_case is not None else [])
-    stdout.print(_rows_table(f"clean {_pct(result.clean_acc)} on n={result.n}", rows))
+    stdout.print(_rows_table(f"clean {_pct(result.clean_acc)} on n={result.n}, norm {norm}", rows, norm))
     if result.sweep:
-        stdout.print(_rows_table("eps sweep (PGD-20)", result.sweep))
+        stdout.print(_rows_table(f"eps sweep ({norm} PGD-20)", result.sweep, norm))
     marks = {"passed": "[green]ok[/green]", "failed": "[bold yellow]WARNING[/bold yellow]", "not-run": "[dim]not run[/dim]"}
     for check in result.checks:
         stdout.print(f"{marks[check.status]} {check.name}: {check.message}", highlight=False)
@@ -399,7 +454,7 @@ def compare_command(paths: tuple[Path, ...], markdown_path: Path | None, json_ou
     covers.
     """
     from ades_core.evaluation import compare_rows, to_markdown
-    from ades_core.evaluation.compare import COLUMNS, as_dicts, cell, check_notes, worst_case_notes
+    from ades_core.evaluation.compare import COLUMNS, as_dicts, cell, check_notes, mixed_norms_note, worst_case_notes
 
     try:
         rows = compare_rows(paths)
@@ -417,6 +472,9 @@ def compare_command(paths: tuple[Path, ...], markdown_path: Path | None, json_ou
         console.print(table)
         for note in [*worst_case_notes(rows), *check_notes(rows)]:
             console.print(note, highlight=False)
+        mixed = mixed_norms_note(rows)
+        if mixed is not None:
+            console.print(f"[yellow]warning[/yellow]: {mixed}", highlight=False)
         for row in rows:
             for warning in row.warnings:
                 console.print(f"[yellow]warning[/yellow] ({row.run}): {warning}", highlight=False)

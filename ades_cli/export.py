@@ -37,7 +37,7 @@ def export_command(
     venue: str,
     overwrite: bool,
 ) -> None:
-    """Export an evaluated run as a RobustBench entry (CIFAR-10/100, Linf).
+    """Export an evaluated run as a RobustBench entry (CIFAR-10/100, Linf or L2: the norm of its eval.json).
 
     Needs an eval.json with the official AutoAttack (pyautoattack, standard
     version) on the whole test split; anything else is refused in one line.

@@ -6,11 +6,15 @@ from typing import Any
 
 import click
 
-from ades_core.config import format_eps, parse_comma_list, parse_eps, parse_lam
+from ades_core.config import format_eps, parse_comma_list, parse_lam, parse_non_negative_budget
 
 
 class EpsType(click.ParamType):
-    """A budget in [0, 1] pixel scale: ``8/255`` or ``0.0314``."""
+    """A budget >= 0: ``8/255`` or ``0.0314`` (L-inf pixel scale), ``0.5`` (L2 radius).
+
+    Its range depends on ``--norm``, which the command checks once both are
+    known (the config for ``ades run``, the evaluation for ``ades eval``).
+    """
 
     name = "eps"
 
@@ -18,7 +22,7 @@ class EpsType(click.ParamType):
         if isinstance(value, float):
             return value
         try:
-            return parse_eps(value)
+            return parse_non_negative_budget(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -64,6 +68,7 @@ RUN_OPTION_FIELDS: dict[str, tuple[str | None, str]] = {
     "log_every": (None, "log_every"),
     "checkpoint_every": (None, "checkpoint_every"),
     "on_nonfinite": (None, "on_nonfinite"),
+    "norm": ("attack", "norm"),
     "cue": ("cues", "names"),
     "mc_samples": ("cues", "mc_samples"),
     "mc_mode": ("cues", "mc_mode"),

@@ -57,11 +57,12 @@ def _run_options(fn):
         click.option("--lr", type=float, help="SGD learning rate (decayed x0.1 at 75% and 90% of the epochs)."),
         click.option("--momentum", type=float, help="SGD momentum."),
         click.option("--weight-decay", type=float, help="SGD weight decay."),
-        click.option("--eps", type=EPS, help="Fixed budget of pgd-at, e.g. 8/255 or 0.0314."),
+        click.option("--norm", type=click.Choice(["linf", "l2"]), help="Threat model of training and of the held-out check: linf (budgets in [0, 1] pixel scale, 8/255) or l2 (a Euclidean radius in pixel space, 0.5); default linf."),
+        click.option("--eps", type=EPS, help="Fixed budget of pgd-at, e.g. 8/255 or 0.0314 (L-inf), 0.5 (L2)."),
         click.option("--eps-min", type=EPS, help="Smallest adaptive budget: eps_x = eps_min + lam * sigma(x)."),
         click.option("--lam", type=LAM, help="Range of the adaptive budget (lambda), e.g. 8/255."),
         click.option("--steps", type=int, help="PGD steps during training."),
-        click.option("--alpha", type=EPS, help="PGD step size, e.g. 2/255."),
+        click.option("--alpha", type=EPS, help="PGD step size in the norm's units, e.g. 2/255 (default: 2/255 for linf, 2.5 * eps_i / steps per sample for l2)."),
         click.option("--attack-loss", help="Loss the training attack maximises: ce or cw."),
         click.option("--loss", help="Outer training loss of pgd-at, static-des, ades: ce, trades or mart (per-sample budgets inside TRADES/MART)."),
         click.option("--beta", type=float, help="Weight of the TRADES/MART robustness term (default 6)."),
@@ -88,17 +89,17 @@ def _run_options(fn):
         click.option("--cue-point", type=click.Choice(["start", "clean"]), help="Cues at PGD's start point, sharing its first gradient (start), or at the clean input as the paper (clean)."),
         click.option("--mc-dropout-p", type=float, help="Feature-dropout rate of mcdropout in 'features' mode."),
         click.option("--replays", type=int, help="free-at: replays m of each minibatch (default 8); the run makes ceil(epochs / m) passes."),
-        click.option("--mma-max-eps", type=EPS, help="mma: d_max of the hinge, margins >= it add no loss (default 32/255)."),
+        click.option("--mma-max-eps", type=EPS, help="mma: d_max of the hinge, margins >= it add no loss (default 32/255 for linf, 2.0 for l2)."),
         click.option("--mma-min-eps", type=EPS, help="mma: smallest radius a margin search starts from (default 0.005)."),
         click.option("--mma-clean-weight", type=float, help="mma: weight of the clean cross-entropy (default 1/3; 0 is OMMA)."),
         click.option("--mma-search-steps", type=int, help="mma: bisection steps of the margin search (default 10)."),
         click.option("--iaat-warmup", type=int, help="iaat: epochs at the fixed --eps before per-sample budgets adapt (default 10)."),
-        click.option("--iaat-gamma", type=EPS, help="iaat: step of the per-sample budget per visit (default 1.9/255)."),
+        click.option("--iaat-gamma", type=EPS, help="iaat: step of the per-sample budget per visit (default 1.9/255 for linf, eps * 1.9/8 for l2)."),
         click.option("--iaat-beta", type=float, help="iaat: weight of the new budget in the running average (default 0.1)."),
-        click.option("--iaat-max-eps", type=EPS, help="iaat: upper bound of the per-sample budgets (default 1: none)."),
+        click.option("--iaat-max-eps", type=EPS, help="iaat: upper bound of the per-sample budgets (default 1 for linf: none; 8 * eps for l2)."),
         click.option("--cat-ramp", type=float, help="cat: fraction of the epochs over which eps rises to --eps (default 0.5)."),
         click.option("--cat-steps/--no-cat-steps", "cat_steps", default=None, help="cat: also raise the PGD steps from 1 to --steps."),
-        click.option("--eval-eps", type=EPS, help="Budget of the per-epoch held-out PGD check."),
+        click.option("--eval-eps", type=EPS, help="Budget of the per-epoch held-out PGD check (in --norm; default 8/255, so give it with --norm l2, e.g. 0.5)."),
         click.option("--eval-steps", type=int, help="Steps of the per-epoch held-out PGD check."),
         click.option("--eval-every", type=int, help="Evaluate every N epochs (and always after the last)."),
         click.option("--eval-batch-size", type=int, help="Batch size of the held-out check."),
@@ -214,16 +215,20 @@ def _train(config: Any, out: Path, *, overwrite: bool, resume: Path | None, quie
     console = Console(stderr=True, quiet=quiet)
     from ades_core.registries import DEFENSES
 
-    budget, meta = config.budget, DEFENSES.entry(config.defense).meta
+    budget, meta, norm = config.budget, DEFENSES.entry(config.defense).meta, config.norm
     if meta.get("budget_note"):
         budget_text = meta["budget_note"]
     elif meta.get("uses_cues", True):
-        budget_text = f"eps in [{format_eps(budget.eps_min)}, {format_eps(budget.eps_max)}] (eps_min + lam*sigma)"
+        budget_text = (
+            f"eps in [{format_eps(budget.eps_min, norm)}, {format_eps(budget.eps_max, norm)}] (eps_min + lam*sigma)"
+        )
     else:
-        budget_text = f"eps {format_eps(budget.eps)}"
+        budget_text = f"eps {format_eps(budget.eps, norm)}"
+    alpha = config.attack.alpha
+    alpha_text = "2.5*eps/steps" if alpha is None else format_eps(alpha, norm)
     console.print(
         f"[bold]ades run[/bold] {config.defense} on {config.data.dataset} with {config.model.backbone}, "
-        f"{budget_text}, PGD-{config.attack.steps} alpha {format_eps(config.attack.alpha)}, "
+        f"norm {norm}, {budget_text}, PGD-{config.attack.steps} alpha {alpha_text}, "
         f"{config.optim.epochs} epochs -> {out}",
         highlight=False,
     )
@@ -238,7 +243,8 @@ def _train(config: Any, out: Path, *, overwrite: bool, resume: Path | None, quie
         return
     click.echo(
         f"done: {out}  test clean {100 * last['test_clean_acc']:.2f}%  "
-        f"PGD-{last['test_pgd_steps']}@{format_eps(last['test_eps'])} {100 * last['test_pgd_acc']:.2f}%  "
+        f"{config.norm} PGD-{last['test_pgd_steps']}@{format_eps(last['test_eps'], config.norm)} "
+        f"{100 * last['test_pgd_acc']:.2f}%  "
         f"(n={last['test_n']}, {last['train_seconds']:.1f} s/epoch)"
     )
 

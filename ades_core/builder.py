@@ -203,6 +203,28 @@ def build_defense(
     return _build_part(DEFENSES, config.defense, Defense, f"defense {config.defense!r}", parts)
 
 
+def check_image_budgets(config: RunConfig, dims: int) -> None:
+    """Refuse a budget beyond the diameter of the image box (``sqrt(C * H * W)`` in L2), once the
+    data tell the image size: such a ball holds every image, so the attack is unconstrained.
+
+    Raises:
+        BuildError: one line naming the field, its value and the diameter.
+    """
+    from ades_core.norms import NORMS
+
+    if dims <= 0:
+        return
+    threat = NORMS.get(config.norm)
+    diameter = threat.diameter(dims)
+    budgets = config.budget_fields() | {"budget.eps_min + budget.lam": config.budget.eps_max}
+    for field, value in budgets.items():
+        if value is not None and value > diameter + 1e-9:
+            raise BuildError(
+                f"{field} = {threat.format(value)} exceeds the {threat.label} diameter {diameter:.4g} of "
+                f"[0, 1]^{dims}: a ball that large holds every image; lower it"
+            )
+
+
 def compile_model(model: torch.nn.Module, *, backend: str = "inductor") -> torch.nn.Module:
     """``torch.compile`` the passes ades runs, in place: ``forward`` and, where the model
     has them, ``forward_features`` and ``forward_head`` (shared cues call those).
@@ -234,7 +256,7 @@ def build(config: RunConfig) -> TrainingSetup:
     (:meth:`RunConfig.with_resolved_scheduler`): ``config.json``, the model
     file and the training state record the scheduler the run used, not ``null``.
     """
-    config = config.with_resolved_scheduler()
+    config = config.with_resolved_defaults()
     dist = active()
     torch.manual_seed(config.seed)
     device = resolve_device(config.device) if dist is None else dist.device
@@ -263,6 +285,7 @@ def build(config: RunConfig) -> TrainingSetup:
         std=data.std,
         drop_rate=config.model.drop_rate,
     )
+    check_image_budgets(config, data.train.images[0].numel() if len(data.train) else 0)
     model = spec.build().to(device)
     if dist is not None and config.sync_bn:
         model = convert_sync_batchnorm(model, device)
@@ -312,7 +335,9 @@ def build(config: RunConfig) -> TrainingSetup:
     eval_attack = ATTACKS.build(
         "pgd",
         # a held-out sample counts as broken if any PGD iterate broke it, as in `ades eval`
-        config.attack.__class__(steps=config.eval.steps, alpha=config.eval.alpha, random_start=True, keep_broken=True),
+        config.attack.__class__(
+            norm=config.norm, steps=config.eval.steps, alpha=config.eval.alpha, random_start=True, keep_broken=True
+        ),
         autocast_dtype=autocast_dtype,
     )
     uses_cues = DEFENSES.entry(config.defense).meta.get("uses_cues", True)
@@ -325,6 +350,7 @@ def build(config: RunConfig) -> TrainingSetup:
         "scheduler_learnable": defense_optimizer is not None,
         "allocation": scheduler.allocation if isinstance(scheduler, MLPScheduler) else None,
         "scheduler_lr": config.scheduler.learning_rate() if defense_optimizer is not None else None,
+        "norm": config.norm,
         "num_classes": data.num_classes,
         "classes": list(data.train.classes),
         "train_size": len(data.train),

@@ -1,8 +1,11 @@
 """Typed, validated run configuration (attrs, frozen) and budget parsing.
 
 Every field is checked when a config is constructed, so a bad value fails
-before anything runs or is written. Budgets are L-inf radii in [0, 1] pixel
-scale and may be given as ``"8/255"`` or ``0.0314``. Names of components are
+before anything runs or is written. Budgets are radii in the run's norm
+(``attack.norm``, :mod:`ades_core.norms`): L-inf in [0, 1] pixel scale, given
+as ``"8/255"`` or ``0.0314``; L2 a Euclidean radius in pixel space such as
+``0.5``. A section checks that a budget is a number >= 0; the run checks its
+range for the norm (:meth:`RunConfig.check_budgets`). Names of components are
 checked against their registries (the built-ins and any loaded plugins).
 
 ``RunConfig`` defaults are the paper's setting (WRN-34-10, 100 epochs, PGD-10
@@ -15,7 +18,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from ades_core.registries import (
     SCHEDULER_OBJECTIVES,
     SCHEDULERS,
 )
+from ades_core.norms import NORMS
 from ades_core.registry import RegistryError
 
 # ---------------------------------------------------------------- errors
@@ -121,23 +124,55 @@ def parse_lam(value: str | float | int) -> float:
     return parse_eps(value)
 
 
+def parse_budget(value: str | float | int, norm: str = "linf") -> float:
+    """A budget of ``norm`` from ``"8/255"``, ``"0.5"`` or a number: L-inf in [0, 1] pixel
+    scale, L2 a Euclidean radius >= 0 (:meth:`~ades_core.norms.ThreatNorm.check_budget`).
+
+    Raises:
+        ValueError: one line: not a number or fraction, or out of the norm's range.
+    """
+    threat = NORMS.get(norm)
+    return threat.check_budget(parse_budget_number(value), value if isinstance(value, str) else None)
+
+
+def parse_non_negative_budget(value: str | float | int) -> float:
+    """A budget of any norm: a finite number >= 0 (the run checks the norm's range).
+
+    Raises:
+        ValueError: not a number or a fraction, negative, or not finite.
+    """
+    number = parse_budget_number(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(
+            f"budget {value!r} is outside [0, 1] (pixel scale: 8/255 = 0.0314) and not an L2 radius >= 0 either"
+        )
+    return number
+
+
 def _eps_field(value: str | float | int, instance: object, field: attrs.Attribute) -> float:
-    """attrs converter: :func:`parse_eps` (:func:`parse_lam` for ``lam``), errors naming the field."""
+    """attrs converter: a budget >= 0 of any norm (:func:`parse_lam`'s message for a negative ``lam``),
+    errors naming the field; the run checks the range for its norm."""
     try:
-        return parse_lam(value) if field.name == "lam" else parse_eps(value)
+        if field.name == "lam" and parse_budget_number(value) < 0:
+            return parse_lam(value)
+        return parse_non_negative_budget(value)
     except ValueError as exc:
         raise ConfigError(field.name, str(exc)) from None
 
 
+def _optional_eps_field(value: str | float | int | None, instance: object, field: attrs.Attribute) -> float | None:
+    """As :data:`EPS_FIELD`, ``None`` kept (the norm's own default)."""
+    return None if value is None else _eps_field(value, instance, field)
+
+
 EPS_FIELD = attrs.Converter(_eps_field, takes_self=True, takes_field=True)
+OPTIONAL_EPS_FIELD = attrs.Converter(_optional_eps_field, takes_self=True, takes_field=True)
 
 
-def format_eps(eps: float) -> str:
-    """``8/255`` when ``eps`` is a whole (or half) number of 1/255 steps, else ``0.0314``."""
-    steps = Fraction(eps * 255).limit_denominator(2)
-    if abs(float(steps) - eps * 255) < 1e-6:
-        return f"{float(steps):g}/255"
-    return f"{eps:.4g}"
+def format_eps(eps: float, norm: str = "linf") -> str:
+    """A budget as tables print it: L-inf ``8/255`` when ``eps`` is a whole (or half) number of
+    1/255 steps, else ``0.0314``; L2 ``0.5``."""
+    return NORMS.get(norm).format(eps)
 
 
 def parse_comma_list(value: str) -> tuple[str, ...]:
@@ -319,10 +354,12 @@ class ModelConfig:
 
 @attrs.frozen(kw_only=True)
 class BudgetConfig:
-    """L-inf budgets, [0, 1] pixel scale.
+    """Budgets in the run's norm (``attack.norm``): L-inf in [0, 1] pixel scale, L2 a Euclidean radius.
 
     ``eps`` is the fixed budget of fixed-budget defenses (pgd-at); adaptive
     defenses use ``eps_x = eps_min + lam * sigma(x)`` in ``[eps_min, eps_min + lam]``.
+    The defaults are L-inf's (8/255, 4/255, 8/255); the run checks each
+    budget's range for its norm (:meth:`RunConfig.check_budgets`).
     """
 
     eps: float = attrs.field(default=8 / 255, converter=EPS_FIELD)
@@ -332,14 +369,6 @@ class BudgetConfig:
     @property
     def eps_max(self) -> float:
         return self.eps_min + self.lam
-
-    def __attrs_post_init__(self) -> None:
-        if self.eps_max > 1.0 + 1e-12:
-            raise ConfigError(
-                "lam",
-                f"eps_min + lam = {format_eps(self.eps_max)} exceeds 1 (pixel scale); "
-                "lower --eps-min or --lam",
-            )
 
 
 @attrs.frozen(kw_only=True)
@@ -467,13 +496,32 @@ class SchedulerOptions:
             )
 
 
+DEFAULT_EVAL_EPS = {"linf": 8 / 255, "l2": 0.5}
+"""The evaluation budget of each norm when none is given: the RobustBench CIFAR-10 leaderboards'."""
+
+
+def default_alpha(norm: str) -> float | None:
+    """The step size of an attack whose options name none: 2/255 for L-inf (the paper's); ``None``
+    for L2, i.e. ``2.5 * eps_i / steps`` per sample (:data:`~ades_core.norms.STEP_SCALE`)."""
+    return 2 / 255 if norm == "linf" else None
+
+
 @attrs.frozen(kw_only=True)
 class AttackOptions:
-    """The training attack: L-inf PGD with per-sample budgets."""
+    """An attack's options: PGD with per-sample budgets, in the L-inf or the L2 ball.
 
+    ``norm`` (first, so ``alpha``'s default can follow it): the threat model of
+    the run and of its attacks, a name in :data:`~ades_core.norms.NORMS`.
+    ``alpha``: the step in the norm's units (L-inf 2/255 by default), or
+    ``None``: ``2.5 * eps_i / steps`` per sample (L2's default).
+    """
+
+    norm: str = attrs.field(default="linf", validator=_registered(NORMS))
     name: str = attrs.field(default="pgd", validator=_registered(ATTACKS))
     steps: int = attrs.field(default=10, validator=_int_at_least(1))
-    alpha: float = attrs.field(default=2 / 255, converter=EPS_FIELD)
+    alpha: float | None = attrs.field(
+        default=attrs.Factory(lambda self: default_alpha(self.norm), takes_self=True), converter=OPTIONAL_EPS_FIELD
+    )
     random_start: bool = attrs.field(default=True, validator=_boolean)
     loss: str = attrs.field(default="ce", validator=_registered(ATTACK_LOSSES))
     # Evaluation attacks only (ades_core.evaluation.specs sets it): a sample is broken if any
@@ -481,10 +529,13 @@ class AttackOptions:
     keep_broken: bool = attrs.field(default=False, validator=_boolean)
 
     @alpha.validator
-    def _positive(self, attribute: attrs.Attribute, value: float) -> None:
-        if value <= 0:
+    def _positive(self, attribute: attrs.Attribute, value: float | None) -> None:
+        if value is not None and value <= 0:
             raise ConfigError(attribute.name, "the PGD step size must be positive, got 0")
 
+
+MMA_DEFAULT_MAX_EPS = {"linf": 32 / 255, "l2": 2.0}
+"""MMA's d_max when ``mma_max_eps`` is unset, per norm (the authors' MMA-32 and MMA-2.0)."""
 
 TRAINING_LOSSES = ("ce", "trades", "mart")
 """The outer loss of a budgeted defense (pgd-at, static-des, ades): cross-entropy on
@@ -504,6 +555,8 @@ class DefenseOptions:
     ``awp`` (pgd-at, trades, mart, ades): adversarial weight perturbation of relative
     size ``awp_gamma`` per layer, from (0-based) epoch ``awp_warmup`` on.
     ``fast_alpha_ratio`` (fast-at): the FGSM step as a multiple of eps (1.25 in Wong et al.).
+    Budgets here are in the run's norm; unset (``None``) ones take the norm's
+    default (:meth:`mma_d_max`, :meth:`iaat_step`, :meth:`iaat_cap`).
     ``mma_*`` (mma): ``mma_max_eps`` the hinge's d_max (margins >= it add no
     loss; the search looks up to 1.05 d_max), ``mma_min_eps`` the smallest
     radius a margin search starts from, ``mma_clean_weight`` the weight of the
@@ -511,7 +564,7 @@ class DefenseOptions:
     ``iaat_*`` (iaat): ``iaat_warmup`` epochs at the fixed ``eps`` before the
     per-sample budgets adapt, ``iaat_gamma`` the budget step, ``iaat_beta`` the
     weight of the new value in the running average, ``iaat_max_eps`` the
-    budgets' upper bound (1: none, as the paper).
+    budgets' upper bound (unset: none, as the paper).
     ``cat_*`` (cat): ``cat_ramp`` the fraction of the epochs over which eps
     rises to ``eps``; ``cat_steps`` raises the PGD steps with it.
     """
@@ -523,26 +576,51 @@ class DefenseOptions:
     awp_gamma: float = attrs.field(default=5e-3, validator=_number_in(0.0, low_open=True))
     awp_warmup: int = attrs.field(default=0, validator=_int_at_least(0))
     fast_alpha_ratio: float = attrs.field(default=1.25, validator=_number_in(0.0, low_open=True))
-    mma_max_eps: float = attrs.field(default=32 / 255, converter=EPS_FIELD)
+    mma_max_eps: float | None = attrs.field(default=None, converter=OPTIONAL_EPS_FIELD)
     mma_min_eps: float = attrs.field(default=0.005, converter=EPS_FIELD)
     mma_clean_weight: float = attrs.field(default=1 / 3, validator=_number_in(0.0, 1.0))
     mma_search_steps: int = attrs.field(default=10, validator=_int_at_least(1))
     iaat_warmup: int = attrs.field(default=10, validator=_int_at_least(0))
-    iaat_gamma: float = attrs.field(default=1.9 / 255, converter=EPS_FIELD)
+    iaat_gamma: float | None = attrs.field(default=None, converter=OPTIONAL_EPS_FIELD)
     iaat_beta: float = attrs.field(default=0.1, validator=_number_in(0.0, 1.0, low_open=True))
-    iaat_max_eps: float = attrs.field(default=1.0, converter=EPS_FIELD)
+    iaat_max_eps: float | None = attrs.field(default=None, converter=OPTIONAL_EPS_FIELD)
     cat_ramp: float = attrs.field(default=0.5, validator=_number_in(0.0, 1.0, low_open=True))
     cat_steps: bool = attrs.field(default=False, validator=_boolean)
 
+    def mma_d_max(self, norm: str = "linf") -> float:
+        """``mma_max_eps``, or the norm's default d_max: 32/255 (L-inf, the authors' MMA-32),
+        2.0 (L2, the authors' MMA-2.0)."""
+        if self.mma_max_eps is not None:
+            return self.mma_max_eps
+        return MMA_DEFAULT_MAX_EPS[norm]
+
+    def iaat_step(self, norm: str, eps: float) -> float:
+        """``iaat_gamma``, or the norm's default: 1.9/255 (L-inf, the authors'); for L2 the same
+        fraction of the warm-up budget, ``eps * 1.9 / 8`` (0.119 at eps 0.5)."""
+        if self.iaat_gamma is not None:
+            return self.iaat_gamma
+        return 1.9 / 255 if norm == "linf" else eps * 1.9 / 8
+
+    def iaat_cap(self, norm: str = "linf", eps: float = 8 / 255) -> float:
+        """``iaat_max_eps``, or in effect none (the authors' update has none): 1 for L-inf, which
+        holds the whole box; ``8 * eps`` for L2 (4.0 at eps 0.5), above any budget the rule
+        reaches in a run (it would take ``8 * eps / gamma`` = 34 net upward steps)."""
+        if self.iaat_max_eps is not None:
+            return self.iaat_max_eps
+        return 1.0 if norm == "linf" else 8 * eps
+
     @mma_max_eps.validator
-    def _mma_margin_range(self, attribute: attrs.Attribute, value: float) -> None:
-        if value <= 0:
+    def _mma_margin_range(self, attribute: attrs.Attribute, value: float | None) -> None:
+        d_max = self.mma_d_max()
+        if value is not None and value <= 0:
             raise ConfigError(attribute.name, "must be a positive budget (d_max), got 0")
-        if not 0 < self.mma_min_eps < value:
+        if value is not None and not 0 < self.mma_min_eps < d_max:
             raise ConfigError(
                 "mma_min_eps",
-                f"must lie in (0, mma_max_eps = {format_eps(value)}), got {self.mma_min_eps:.4g}",
+                f"must lie in (0, mma_max_eps = {format_eps(d_max)}), got {self.mma_min_eps:.4g}",
             )
+        if value is None and not 0 < self.mma_min_eps:
+            raise ConfigError("mma_min_eps", f"must be positive, got {self.mma_min_eps:.4g}")
 
 
 @attrs.frozen(kw_only=True)
@@ -570,11 +648,18 @@ class OptimConfig:
 
 @attrs.frozen(kw_only=True)
 class EvalConfig:
-    """The per-epoch held-out check: clean and PGD-``steps`` accuracy at ``eps``."""
+    """The per-epoch held-out check: clean and PGD-``steps`` accuracy at ``eps`` (the run's norm).
 
-    eps: float = attrs.field(default=8 / 255, converter=EPS_FIELD)
+    ``eps`` unset (``None``): the norm's usual budget, 8/255 for L-inf, 0.5
+    for L2 (:data:`DEFAULT_EVAL_EPS`). ``alpha``: the PGD step; unset: the
+    norm's default, 2/255 for L-inf, ``2.5 * eps / steps`` for L2
+    (:func:`default_alpha`). The builder records the resolved values
+    (:meth:`RunConfig.with_resolved_defaults`).
+    """
+
+    eps: float | None = attrs.field(default=None, converter=OPTIONAL_EPS_FIELD)
     steps: int = attrs.field(default=20, validator=_int_at_least(1))
-    alpha: float = attrs.field(default=2 / 255, converter=EPS_FIELD)
+    alpha: float | None = attrs.field(default=None, converter=OPTIONAL_EPS_FIELD)
     batch_size: int = attrs.field(default=256, validator=_int_at_least(1))
     every: int = attrs.field(default=1, validator=_int_at_least(1))
 
@@ -663,6 +748,7 @@ class RunConfig:
     """Under ``torchrun``, normalise BatchNorm over the global batch (no effect on one process)."""
 
     def __attrs_post_init__(self) -> None:
+        self.check_budgets()
         weights = self.scheduler.weights
         if weights is not None and len(weights) != len(self.cues.names):
             raise ConfigError(
@@ -671,6 +757,79 @@ class RunConfig:
                 f"({','.join(self.cues.names)}); give one weight per cue",
             )
         _training_attack(self, attrs.fields(AttackOptions).name, self.attack.name)
+
+    @property
+    def norm(self) -> str:
+        """The run's threat model (``attack.norm``): ``linf`` or ``l2``."""
+        return self.attack.norm
+
+    def budget_fields(self) -> dict[str, float | None]:
+        """Every budget of the run by its dotted field, in the run's norm (``None``: the norm's default)."""
+        options = self.defense_options
+        return {
+            "budget.eps": self.budget.eps,
+            "budget.eps_min": self.budget.eps_min,
+            "budget.lam": self.budget.lam,
+            "attack.alpha": self.attack.alpha,
+            "eval.eps": self.eval.eps,
+            "eval.alpha": self.eval.alpha,
+            "defense_options.mma_max_eps": options.mma_max_eps,
+            "defense_options.mma_min_eps": options.mma_min_eps,
+            "defense_options.iaat_gamma": options.iaat_gamma,
+            "defense_options.iaat_max_eps": options.iaat_max_eps,
+        }
+
+    def check_budgets(self) -> None:
+        """Every budget within its norm's range, and the defense and attack able to train in the norm.
+
+        Raises:
+            ConfigError: one line naming the field, its value and the range of
+                the norm (L-inf [0, 1]; L2 [0, inf), the image size is checked by
+                the builder), or the defense / attack without this norm.
+        """
+        threat = NORMS.get(self.norm)
+        for field, value in self.budget_fields().items():
+            if value is None:
+                continue
+            try:
+                threat.check_budget(value, threat.format(value))
+            except ValueError as exc:
+                raise ConfigError(field, f"{exc} for --norm {self.norm}") from None
+        if self.budget.eps_max > threat.budget_limit() + 1e-12:
+            raise ConfigError(
+                "budget.lam",
+                f"eps_min + lam = {format_eps(self.budget.eps_max)} exceeds 1 (pixel scale); "
+                "lower --eps-min or --lam",
+            )
+        defense = DEFENSES.entry(self.defense).meta
+        norms = defense.get("norms", tuple(NORMS.names()))
+        if self.norm not in norms:
+            why = defense.get("norm_note", "")
+            raise ConfigError(
+                "attack.norm",
+                f"defense {self.defense!r} trains in {', '.join(norms)} only, not {self.norm}"
+                + (f": {why}" if why else ""),
+            )
+        attack_norms = ATTACKS.entry(self.attack.name).meta.get("norms", ("linf",))
+        if self.norm not in attack_norms:
+            raise ConfigError(
+                "attack.name",
+                f"attack {self.attack.name!r} supports norm(s) {', '.join(attack_norms)}, not {self.norm}",
+            )
+
+    def with_resolved_defaults(self) -> RunConfig:
+        """The same run with every "the norm's default" made explicit: the scheduler
+        (:meth:`with_resolved_scheduler`), ``eval.eps`` and ``eval.alpha`` (``None`` stays
+        for L2's relative step), MMA's d_max; ``config.json`` records these."""
+        config = self.with_resolved_scheduler()
+        changes: dict[str, Any] = {}
+        if config.eval.eps is None:
+            changes["eval"] = {"eps": DEFAULT_EVAL_EPS[config.norm]}
+        if config.eval.alpha is None and default_alpha(config.norm) is not None:
+            changes.setdefault("eval", {})["alpha"] = default_alpha(config.norm)
+        if config.defense == "mma" and config.defense_options.mma_max_eps is None:
+            changes["defense_options"] = {"mma_max_eps": config.defense_options.mma_d_max(config.norm)}
+        return config.evolve(**changes) if changes else config
 
     def scheduler_name(self) -> str:
         """The scheduler this run uses: ``scheduler.name``, or the defense's own (:func:`default_scheduler`)."""

@@ -15,16 +15,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "model": {"backbone": "ades_wrn34_10"},
         "data": {"batch_size": 128, "train_subset": None, "test_subset": None},
-        "attack": {"steps": 10, "alpha": 2 / 255},
+        "attack": {"steps": 10},  # alpha: the norm's default (2/255 for L-inf)
         "optim": {"epochs": 100, "lr": 0.1, "milestones": (0.75, 0.9)},
-        "eval": {"eps": 8 / 255, "steps": 20},
+        "eval": {"steps": 20},
     },
     "quick": {
         "model": {"backbone": "ades_cnn_small"},
         "data": {"batch_size": 128, "train_subset": 2000, "test_subset": 500},
-        "attack": {"steps": 5, "alpha": 2 / 255},
+        "attack": {"steps": 5},
         "optim": {"epochs": 3},
-        "eval": {"eps": 8 / 255, "steps": 20},
+        "eval": {"steps": 20},
     },
 }
 

@@ -3,8 +3,10 @@
 Units and shapes, everywhere in ades:
   * images ``x`` are float tensors ``(B, C, H, W)`` in ``[0, 1]`` pixel scale;
     input normalisation lives inside the model;
-  * budgets ``eps`` are L-inf radii in the same ``[0, 1]`` pixel scale
-    (``8/255 = 0.0314``), one per sample: a tensor of shape ``(B,)``;
+  * budgets ``eps`` are radii in the run's norm (:mod:`ades_core.norms`), one
+    per sample: a tensor of shape ``(B,)``. L-inf radii are in the same
+    ``[0, 1]`` pixel scale (``8/255 = 0.0314``); L2 radii are Euclidean
+    lengths in pixel space (``0.5``);
   * labels ``y`` are int64 ``(B,)``; dataset indices ``idx`` int64 ``(B,)``;
   * every tensor a component makes lives on the device of its input.
 
@@ -14,7 +16,7 @@ One training step, top to bottom::
       -> CueExtractor(s) on a CueContext (the batch at the cue point, with shared passes):
          raw cues (B,) each -> Cues (B, k) in [0, 1]
       -> Scheduler(cues): Budget, eps (B,) in [eps_min, eps_max]
-      -> BudgetedAttack(model, x, y, eps): x_adv, |x_adv - x|_inf <= eps_i, in [0, 1]
+      -> BudgetedAttack(model, x, y, eps): x_adv, ||x_adv - x|| <= eps_i (its norm), in [0, 1]
       -> StepOutput(loss, ...)
 """
 
@@ -74,10 +76,10 @@ class Cues:
 
 @attrs.frozen
 class Budget:
-    """Per-sample L-inf budgets for one batch.
+    """Per-sample budgets for one batch, in the run's norm.
 
     Attributes:
-        eps: ``(B,)`` radii in ``[0, 1]`` pixel scale, within ``[eps_min, eps_max]``.
+        eps: ``(B,)`` radii (L-inf: ``[0, 1]`` pixel scale; L2: Euclidean), within ``[eps_min, eps_max]``.
             It may carry a gradient to a learnable scheduler's parameters.
         sigma: ``(B,)`` the scheduler's output in ``[0, 1]``
             (``eps = eps_min + (eps_max - eps_min) * sigma``), or ``None`` for a
@@ -100,8 +102,8 @@ class Budget:
             raise ValueError(
                 f"sigma shape {tuple(self.sigma.shape)} differs from eps {tuple(self.eps.shape)}"
             )
-        if not 0.0 <= self.eps_min <= self.eps_max <= 1.0:
-            raise ValueError(f"need 0 <= eps_min <= eps_max <= 1, got {self.eps_min}, {self.eps_max}")
+        if not 0.0 <= self.eps_min <= self.eps_max:
+            raise ValueError(f"need 0 <= eps_min <= eps_max (inf: no bound), got {self.eps_min}, {self.eps_max}")
 
     @classmethod
     def from_sigma(cls, sigma: Tensor, eps_min: float, eps_max: float, *, score: Tensor | None = None) -> Budget:
@@ -127,7 +129,7 @@ class RobustnessTarget:
     (the ``target`` objective; :mod:`ades_core.schedulers.target`). All ``(B,)``, detached.
 
     Attributes:
-        radius: ``t_i`` in [0, 1] pixel scale: the L-inf distance of the first
+        radius: ``t_i`` in the run's norm: the distance (L-inf or L2) of the first
             attack iterate the model misclassified, ``eps_max`` for a sample
             never broken within its ball.
         broken: bool, whether the attack broke the sample within its ball.
@@ -220,13 +222,14 @@ class Scheduler(Protocol):
 
 @runtime_checkable
 class BudgetedAttack(Protocol):
-    """An L-inf attack with one budget per sample.
+    """An attack with one budget per sample, in one norm (L-inf unless its options say ``l2``).
 
     Contract: ``__call__(model, x, y, eps)`` with ``x`` ``(B, C, H, W)`` in
     [0, 1], ``y`` ``(B,)`` and ``eps`` ``(B,)`` (or a float, for all samples)
     returns a detached ``x_adv`` of ``x``'s shape, dtype and device with
-    ``|x_adv - x|_inf <= eps_i`` per sample (up to float32 rounding of
-    ``x +- eps``) and ``0 <= x_adv <= 1``. The model's train/eval mode of
+    ``||x_adv - x|| <= eps_i`` per sample in the attack's norm (up to float32
+    rounding) and ``0 <= x_adv <= 1``. Its ``ATTACKS`` entry lists the norms
+    it supports (meta ``norms``; ``("linf",)`` when absent). The model's train/eval mode of
     every submodule is the same afterwards as before, and parameter gradients
     are not touched. No host-device synchronisation inside the attack loop.
     """

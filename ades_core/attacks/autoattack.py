@@ -118,9 +118,11 @@ def captured_flags(sink: set[str]) -> Iterator[None]:
 
 
 class AutoAttack(ScalarBudgetAttack):
-    """The official AutoAttack (L-inf) from ``pyautoattack``.
+    """The official AutoAttack from ``pyautoattack``, L-inf or L2 (the authors' ``norm="Linf"`` / ``"L2"``;
+    RobustBench's L2 leaderboard runs the L2 version at eps 0.5).
 
     Args:
+        norm: ``linf`` or ``l2`` (:data:`~ades_core.norms.NORMS`).
         version: ``standard`` (the leaderboards'), ``plus`` or ``rand``
             (randomised models: expectation over 20 transformations per step).
         iterations: iterations of the APGD and FAB components; ``None`` keeps
@@ -142,8 +144,9 @@ class AutoAttack(ScalarBudgetAttack):
         square_queries: int | None = None,
         seed: int | None = None,
         n_classes: int | None = None,
+        norm: str = "linf",
     ) -> None:
-        super().__init__(seed=seed, n_classes=n_classes)
+        super().__init__(seed=seed, n_classes=n_classes, norm=norm)
         if version not in VERSIONS:
             raise ValueError(f"AutoAttack version {version!r} is not one of: {', '.join(VERSIONS)}")
         if iterations is not None and iterations < 1:
@@ -171,7 +174,7 @@ class AutoAttack(ScalarBudgetAttack):
         return super().settings() | {
             "implementation": implementation(),
             "version": self.version,
-            "norm": "Linf",
+            "norm": self.norm.official,
             "components": list(COMPONENTS[self.version]),
             "iterations": self.iterations or STANDARD_ITERATIONS,
             "square_queries": self.square_queries or STANDARD_SQUARE_QUERIES,
@@ -187,7 +190,9 @@ class AutoAttack(ScalarBudgetAttack):
                 f"APGD-T targets the others), the model has {n_classes}"
             )
         library = _pyautoattack()
-        attack = library.AutoAttack(model, eps=eps, norm="Linf", version=self.version, seed=seed, device=x.device)
+        attack = library.AutoAttack(
+            model, eps=eps, norm=self.norm.official, version=self.version, seed=seed, device=x.device
+        )
         attack.verbose = False
         targets = min(STANDARD_TARGET_CLASSES, n_classes - 1)
         self.target_classes = targets
@@ -205,7 +210,7 @@ class AutoAttack(ScalarBudgetAttack):
 
 
 class Square(ScalarBudgetAttack):
-    """The official Square Attack (L-inf, margin loss, the authors' schedule): query-only, no gradients.
+    """The official Square Attack (L-inf or L2, margin loss, the authors' schedule): query-only, no gradients.
 
     Used by the gradient-masking check: a black-box attack that beats the
     white-box ones means the gradients lie.
@@ -220,9 +225,9 @@ class Square(ScalarBudgetAttack):
 
     def __init__(
         self, *, n_queries: int = STANDARD_SQUARE_QUERIES, p_init: float = 0.8, seed: int | None = None,
-        n_classes: int | None = None,
+        n_classes: int | None = None, norm: str = "linf",
     ) -> None:
-        super().__init__(seed=seed, n_classes=n_classes)
+        super().__init__(seed=seed, n_classes=n_classes, norm=norm)
         if n_queries < 1:
             raise ValueError(f"Square n_queries must be >= 1, got {n_queries}")
         if not 0.0 < p_init <= 1.0:
@@ -233,7 +238,7 @@ class Square(ScalarBudgetAttack):
 
     def settings(self) -> dict[str, Any]:
         return super().settings() | {
-            "implementation": implementation(), "norm": "Linf", "n_queries": self.n_queries,
+            "implementation": implementation(), "norm": self.norm.official, "n_queries": self.n_queries,
             "p_init": self.p_init, "loss": "margin",
         }
 
@@ -241,7 +246,7 @@ class Square(ScalarBudgetAttack):
         from pyautoattack.square import SquareAttack
 
         attack = SquareAttack(
-            model, p_init=self.p_init, n_queries=self.n_queries, eps=eps, norm="Linf", n_restarts=1, seed=seed,
+            model, p_init=self.p_init, n_queries=self.n_queries, eps=eps, norm=self.norm.official, n_restarts=1, seed=seed,
             verbose=False, device=x.device, resc_schedule=False,
         )
         return attack.perturb(x, y)
@@ -252,10 +257,11 @@ class Square(ScalarBudgetAttack):
     description="official AutoAttack, standard: APGD-CE, APGD-T, FAB-T, Square (pyautoattack)",
     paper="Croce & Hein 2020",
     training=False,
+    norms=("linf", "l2"),
 )
 def autoattack_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | None = None) -> AutoAttack:
     """steps, alpha, random_start and loss do not apply; runs in float32 (no autocast)."""
-    return AutoAttack(version="standard")
+    return AutoAttack(version="standard", norm=options.norm)
 
 
 @ATTACKS.register(
@@ -263,10 +269,11 @@ def autoattack_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | N
     description="official AutoAttack for randomised models: APGD-CE, APGD-DLR with 20-sample EOT (pyautoattack)",
     paper="Croce & Hein 2020",
     training=False,
+    norms=("linf", "l2"),
 )
 def autoattack_rand_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | None = None) -> AutoAttack:
     """steps, alpha, random_start and loss do not apply; runs in float32 (no autocast)."""
-    return AutoAttack(version="rand")
+    return AutoAttack(version="rand", norm=options.norm)
 
 
 @ATTACKS.register(
@@ -274,18 +281,20 @@ def autoattack_rand_attack(options: AttackOptions, *, autocast_dtype: torch.dtyp
     description="official AutoAttack+: restarts and untargeted components added (pyautoattack)",
     paper="Croce & Hein 2020",
     training=False,
+    norms=("linf", "l2"),
 )
 def autoattack_plus_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | None = None) -> AutoAttack:
     """steps, alpha, random_start and loss do not apply; runs in float32 (no autocast)."""
-    return AutoAttack(version="plus")
+    return AutoAttack(version="plus", norm=options.norm)
 
 
 @ATTACKS.register(
     "square",
-    description="official Square: black-box, query-only L-inf attack, 5,000 queries (pyautoattack)",
+    description="official Square: black-box, query-only attack (L-inf or L2), 5,000 queries (pyautoattack)",
     paper="Andriushchenko et al. 2020",
     training=False,
+    norms=("linf", "l2"),
 )
 def square_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | None = None) -> Square:
     """steps, alpha, random_start and loss do not apply; runs in float32 (no autocast)."""
-    return Square()
+    return Square(norm=options.norm)

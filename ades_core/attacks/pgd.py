@@ -1,4 +1,4 @@
-"""L-inf PGD with one budget per sample."""
+"""PGD with one budget per sample, in the L-inf or the L2 ball (:mod:`ades_core.norms`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ades_core.attacks.gradients import loss_input_gradient
 from ades_core.attacks.losses import cw_margin
 from ades_core.config import AttackOptions
 from ades_core.model_mode import autocast_for, eval_mode
+from ades_core.norms import NORMS, step_size
 from ades_core.registries import ATTACK_LOSSES, ATTACKS
 
 
@@ -45,11 +46,22 @@ def keep_most_misclassified(kept: Tensor, worst: Tensor, x_adv: Tensor, margin: 
 
 
 class PGD:
-    """Projected gradient ascent with sign steps in per-sample L-inf balls.
+    """Projected gradient ascent in per-sample norm balls (L-inf: sign steps; L2: normalised steps).
 
-    Each step: ``x <- clip_[lo, hi](x + alpha * sign(grad_x loss))`` with
-    ``lo = max(x0 - eps_i, 0)``, ``hi = min(x0 + eps_i, 1)``; the projection
-    runs in float32 whatever the autocast dtype of the forward pass, and under
+    Each step: ``x <- P(x + alpha_i * d(grad_x loss))`` with ``P`` the
+    projection onto sample ``i``'s ball and [0, 1] and ``d`` the norm's
+    steepest-ascent direction (:class:`~ades_core.norms.ThreatNorm`):
+
+    * ``linf``: ``d = sign(grad)``, ``P = clip_[lo, hi]`` with
+      ``lo = max(x0 - eps_i, 0)``, ``hi = min(x0 + eps_i, 1)`` (exact: the
+      intersection of two boxes is a box);
+    * ``l2``: ``d = grad / ||grad||_2``; ``P`` rescales ``x - x0`` onto the
+      ball of radius ``eps_i`` when it lies outside, then clips to [0, 1]. The
+      two projections do not commute, and this order keeps the result in
+      both: clipping moves each pixel toward ``x0_j``, which lies in [0, 1],
+      so it never lengthens ``x - x0`` (:class:`~ades_core.norms.L2Norm`).
+
+    The projection runs in float32 whatever the autocast dtype of the forward pass, and under
     autocast the input gradient keeps the float32 answer's direction (see
     :mod:`ades_core.attacks.gradients`; without autocast it is the plain
     gradient, bit for bit). The model runs in eval mode during the attack (no
@@ -60,10 +72,15 @@ class PGD:
 
     Args:
         steps: number of gradient steps (>= 1).
-        alpha: step size in [0, 1] pixel scale (2/255 in the paper).
+        alpha: step length in the norm's units, pixel space (L-inf: 2/255 in the
+            paper; L2: a Euclidean length), or ``None``: ``2.5 * eps_i / steps``
+            per sample (:data:`~ades_core.norms.STEP_SCALE`; 2/255 for PGD-10 at 8/255).
         random_start: start from a random point near ``x`` (else from ``x``).
-        start_noise: the random start's distribution: ``uniform``, ``x + eps_i * u``
-            with ``u ~ U[-1, 1]`` (Madry et al.); ``normal``, ``x + normal_std * N(0, 1)``
+        norm: the threat model, a name in :data:`~ades_core.norms.NORMS` (``linf``, ``l2``).
+        start_noise: the random start's distribution: ``uniform``, uniform in
+            each sample's ball (L-inf: ``x + eps_i * u`` with ``u ~ U[-1, 1]``,
+            Madry et al.; L2: a uniform direction and a radius ``eps_i * U^(1/d)``);
+            ``normal``, ``x + normal_std * N(0, 1)``
             whatever the budget (TRADES, Zhang et al. 2019; MART, Wang et al. 2020).
         normal_std: standard deviation of the ``normal`` start (0.001 in TRADES's code).
         loss: a name in ``ATTACK_LOSSES`` (``ce``, ``cw``) or a callable
@@ -92,8 +109,9 @@ class PGD:
         self,
         *,
         steps: int,
-        alpha: float,
+        alpha: float | None,
         random_start: bool = True,
+        norm: str = "linf",
         loss: str | Callable[[Tensor, Tensor], Tensor] = "ce",
         autocast_dtype: torch.dtype | None = None,
         start_noise: str = "uniform",
@@ -102,15 +120,16 @@ class PGD:
     ) -> None:
         if steps < 1:
             raise ValueError(f"PGD steps must be >= 1, got {steps}")
-        if not alpha > 0:
-            raise ValueError(f"PGD step size alpha must be positive, got {alpha}")
+        if alpha is not None and not alpha > 0:
+            raise ValueError(f"PGD step size alpha must be positive (or None: 2.5 * eps / steps), got {alpha}")
         if start_noise not in self.START_NOISES:
             raise ValueError(f"PGD start_noise {start_noise!r} is not one of: {', '.join(self.START_NOISES)}")
         if not normal_std >= 0:
             raise ValueError(f"PGD normal_std must be >= 0, got {normal_std}")
         self.steps = steps
-        self.alpha = float(alpha)
+        self.alpha = None if alpha is None else float(alpha)
         self.random_start = random_start
+        self.norm = NORMS.get(norm)
         self.start_noise = start_noise
         self.normal_std = float(normal_std)
         self.loss = loss
@@ -121,7 +140,7 @@ class PGD:
 
     def settings(self) -> dict[str, Any]:
         """What an evaluation report records beyond the attack's options."""
-        return {"keep_broken": self.keep_broken}
+        return {"keep_broken": self.keep_broken, "norm": self.norm.name}
 
     def replace(self, **changes: Any) -> PGD:
         """A copy with some settings changed (``loss=``, ``start_noise=``, ``steps=``, ...)."""
@@ -129,6 +148,7 @@ class PGD:
             "steps": self.steps,
             "alpha": self.alpha,
             "random_start": self.random_start,
+            "norm": self.norm.name,
             "loss": self.loss,
             "autocast_dtype": self.autocast_dtype,
             "start_noise": self.start_noise,
@@ -143,14 +163,15 @@ class PGD:
     def draw_start(self, x: Tensor, radius: Tensor | float) -> Tensor:
         """The random start for ``x`` ``(B, C, H, W)``, clipped to [0, 1] (not yet into the ball).
 
-        ``uniform``: ``x + radius * u``, ``u ~ U[-1, 1]``, inside the ball of
-        ``radius`` (a float or a column broadcastable to ``x``); ``normal``:
-        ``x + normal_std * N(0, 1)``, ``radius`` unused.
+        ``uniform``: uniform in the norm's ball of ``radius`` (a float or a
+        column broadcastable to ``x``; :meth:`~ades_core.norms.ThreatNorm.uniform_start`);
+        ``normal``: ``x + normal_std * N(0, 1)``, ``radius`` unused. Clipping
+        keeps a point of the ball in it (``x`` lies in [0, 1]).
         """
         if self.start_noise == "normal":
             noisy = x + self.normal_std * torch.randn_like(x)
         else:
-            noisy = x + (torch.rand_like(x) * 2 - 1) * radius
+            noisy = self.norm.uniform_start(x, radius)
         return noisy.clamp_(0.0, 1.0)
 
     def __call__(
@@ -196,12 +217,12 @@ class PGD:
         x = x.detach()
         radius = budget_column(eps, x)
         x32 = x.float()
-        low = (x32 - radius).clamp_(min=0.0)
-        high = (x32 + radius).clamp_(max=1.0)
+        project = self.norm.projector(x32, radius)
+        alpha = step_size(self.alpha, radius, self.steps)
         if start is not None:
-            x_adv = torch.minimum(torch.maximum(start.detach().float(), low), high)
+            x_adv = project(start.detach().float())
         elif self.random_start:
-            x_adv = torch.minimum(torch.maximum(self.draw_start(x32, radius), low), high)
+            x_adv = project(self.draw_start(x32, radius))
         else:
             x_adv = x32.clone()
         grad = None if start_grad is None else start_grad.detach()
@@ -218,8 +239,7 @@ class PGD:
                         kept, worst = keep_most_misclassified(kept, worst, x_adv, cw_margin(logits, y))
                     if breaking is not None:
                         breaking.observe(x_adv, logits)
-                step = grad.sign().nan_to_num_(0.0)
-                x_adv = torch.minimum(torch.maximum(x_adv.detach() + self.alpha * step, low), high)
+                x_adv = project(x_adv.detach() + alpha * self.norm.ascent_direction(grad))
                 grad = None
             if self.keep_broken:
                 with torch.no_grad(), autocast_for(x_adv, self.autocast_dtype):
@@ -229,12 +249,16 @@ class PGD:
         return x_adv.detach().to(x.dtype)
 
 
-@ATTACKS.register("pgd", description="L-inf PGD, sign steps, per-sample budgets", paper="Madry et al. 2018")
+@ATTACKS.register(
+    "pgd", description="PGD, per-sample budgets: L-inf sign steps or L2 normalised steps", paper="Madry et al. 2018",
+    norms=("linf", "l2"),
+)
 def pgd_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | None = None) -> PGD:
     return PGD(
         steps=options.steps,
         alpha=options.alpha,
         random_start=options.random_start,
+        norm=options.norm,
         loss=options.loss,
         autocast_dtype=autocast_dtype,
         keep_broken=options.keep_broken,

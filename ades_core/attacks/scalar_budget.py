@@ -7,8 +7,9 @@ fixes all of that once, for every adapter:
 
 * **budgets**: a ``(B,)`` budget is split into groups of equal ``eps``; each
   group is attacked on its own (an evaluation has one budget, hence one
-  group) and the result is projected into each sample's ball and into
-  [0, 1] again, so the protocol holds exactly whatever the library returns;
+  group) and the result is projected into each sample's ball (of the
+  attack's norm, L-inf or L2) and into [0, 1] again, so the protocol holds
+  exactly whatever the library returns;
 * **model mode**: the model runs in eval mode and every submodule's own flag
   is restored afterwards (:func:`~ades_core.model_mode.eval_mode`);
 * **gradients**: parameters are frozen (``requires_grad=False``) during the
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 
 from ades_core.attacks.pgd import budget_column
 from ades_core.model_mode import eval_mode
+from ades_core.norms import NORMS
 
 
 class MissingDependencyError(ImportError):
@@ -68,15 +70,17 @@ class ScalarBudgetAttack:
         seed: seed of the library's random starts; ``None`` draws one from the
             caller's torch generator at each call.
         n_classes: number of classes; ``None`` reads it from the model's logits.
+        norm: the ball the result is projected into again, ``linf`` or ``l2``.
     """
 
     name = "scalar-budget"
 
-    def __init__(self, *, seed: int | None = None, n_classes: int | None = None) -> None:
+    def __init__(self, *, seed: int | None = None, n_classes: int | None = None, norm: str = "linf") -> None:
         if n_classes is not None and n_classes < 2:
             raise ValueError(f"n_classes must be >= 2, got {n_classes}")
         self.seed = seed
         self.n_classes = n_classes
+        self.norm = NORMS.get(norm)
 
     def attack_group(self, model: nn.Module, x: Tensor, y: Tensor, eps: float, n_classes: int, seed: int) -> Tensor:
         """``x`` float32 ``(G, C, H, W)`` in [0, 1] of one budget ``eps`` -> the library's ``x_adv``."""
@@ -91,8 +95,7 @@ class ScalarBudgetAttack:
         x = x.detach()
         radius = budget_column(eps, x)
         x32 = x.float()
-        low = (x32 - radius).clamp_(min=0.0)
-        high = (x32 + radius).clamp_(max=1.0)
+        project = self.norm.projector(x32, radius)
         flat = radius.flatten()
         # One host read of the distinct budgets, before any attack loop.
         budgets = [b for b in torch.unique(flat).tolist() if b > 0.0]
@@ -108,5 +111,5 @@ class ScalarBudgetAttack:
                 with torch.enable_grad():
                     adv = self.attack_group(model, x32[group], y[group], float(budget), n_classes, seed)
                 x_adv[group] = adv.detach().to(device=x.device, dtype=torch.float32)
-        x_adv = torch.minimum(torch.maximum(x_adv, low), high)
+        x_adv = project(x_adv)
         return x_adv.to(x.dtype)

@@ -4,7 +4,9 @@ Registry metadata: ``scheduler`` (the scheduler used unless the config names
 one), ``uses_cues`` (whether cues are computed), ``learnable`` (whether the
 scheduler must be learnable), ``takes_loss`` (accepts ``DefenseOptions.loss``),
 ``loss`` (the outer loss it fixes), ``awp`` (combines with AWP); see
-:func:`check_defense_options`.
+:func:`check_defense_options`; ``norms`` (the norms it trains in, every one in
+:data:`~ades_core.norms.NORMS` when absent) and ``norm_note`` (why not the
+others), checked by :meth:`~ades_core.config.RunConfig.check_budgets`.
 """
 
 from ades_core.defenses.budgeted import (
@@ -74,6 +76,11 @@ DEFENSES.register(
     paper="Wong, Rice, Kolter, ICLR 2020 (Fast is better than free)",
     scheduler="fixed",
     uses_cues=False,
+    norms=("linf",),
+    norm_note=(
+        "Wong et al.'s method is FGSM from a uniform start with a 1.25 eps sign step, an L-inf "
+        "construction; its L2 form is unpublished and unvalidated (train L2 with pgd-at)"
+    ),
 )
 
 __all__ = [
@@ -99,6 +106,11 @@ DEFENSES.register(
     paper="Shafahi et al., NeurIPS 2019 (Adversarial training for free!)",
     scheduler="fixed",
     uses_cues=False,
+    norms=("linf",),
+    norm_note=(
+        "Shafahi et al.'s method carries one FGSM sign-step delta across replays, an L-inf "
+        "construction; its L2 form is unpublished and unvalidated (train L2 with pgd-at)"
+    ),
 )
 DEFENSES.register(
     "mma",

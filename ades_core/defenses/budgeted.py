@@ -22,6 +22,7 @@ from ades_core.defenses.awp import AppliedPerturbation, WeightPerturbation
 from ades_core.defenses.losses import TrainingLoss, training_loss
 from ades_core.distributed import batch_mean, unwrap_model
 from ades_core.model_mode import autocast_for, eval_mode
+from ades_core.norms import NORMS
 from ades_core.protocols import (
     BreakingRecorder,
     Budget,
@@ -52,9 +53,9 @@ class DefenseParts:
     options: DefenseOptions = attrs.field(factory=DefenseOptions)
     """The defense-specific settings (TRADES's beta, Free-AT's replays, AWP, ...)."""
     budget: BudgetConfig = attrs.field(factory=BudgetConfig)
-    """The run's budgets (eps, eps_min, lam), [0, 1] pixel scale."""
+    """The run's budgets (eps, eps_min, lam), in the norm of ``attack_options.norm``."""
     attack_options: AttackOptions = attrs.field(factory=AttackOptions)
-    """The training attack's settings (steps, alpha), for defenses that run their own attack."""
+    """The training attack's settings (norm, steps, alpha), for defenses that run their own attack."""
     num_samples: int = 0
     """Training-set size: per-sample state is indexed by dataset index in ``[0, num_samples)``."""
     reverse: bool = False
@@ -63,30 +64,44 @@ class DefenseParts:
     """The shuffled control: the attack uses :func:`shuffle_allocation` of the learned budgets."""
 
 
-def envelope_input(x: Tensor, x_adv: Tensor, eps: Tensor) -> Tensor:
+def envelope_input(x: Tensor, x_adv: Tensor, eps: Tensor, *, norm: str = "linf") -> Tensor:
     """``x_adv`` with a gradient path to ``eps`` as the envelope theorem gives it.
 
-    The value is ``x_adv`` exactly. Its derivative w.r.t. ``eps_i`` is
-    ``(x_adv - x) / eps_i`` (the attack's perturbation scaled with its ball)
-    on every pixel that is not held by the [0, 1] box, and 0 on the pixels
-    the box holds. Backpropagating a loss through it gives
-    ``dL_i/d eps_i = <grad_x L_i(x_adv), (x_adv - x) / eps_i>``. At an exact
-    maximiser, pixels inside the ball have zero gradient, so this is
-    ``sum_j |dL_i/dx_j|`` over the pixels where ``|delta_ij| = eps_i``: the
-    Lagrange multiplier of the budget constraint, i.e. the envelope-theorem
-    derivative ``dL(f(x + delta*))/d eps``. When a truncated PGD stops short of
-    the boundary, the scaled direction still carries the signal, where a
-    strict active-set rule would give zero.
+    The value is ``x_adv`` exactly. Its derivative w.r.t. ``eps_i`` is how the
+    attack's maximiser moves as the ball grows, with the pixels the [0, 1] box
+    holds (at a bound, pushed beyond it) fixed
+    (:meth:`~ades_core.norms.ThreatNorm.envelope_direction`). Backpropagating
+    a loss through it gives ``dL_i/d eps_i = <grad_x L_i(x_adv), d x_adv / d eps_i>``,
+    at an exact maximiser the Lagrange multiplier of the budget constraint,
+    i.e. the envelope-theorem derivative ``dL(f(x + delta*))/d eps``:
+
+    * ``linf``: the direction is ``(x_adv - x) / eps_i`` on the free pixels;
+      pixels inside the ball have zero gradient at the maximiser, so this is
+      ``sum_j |dL_i/dx_j|`` over the pixels where ``|delta_ij| = eps_i``: the
+      L1 (dual) norm of the gradient on the active pixels;
+    * ``l2``: the direction is ``delta_F * eps_i / (eps_i^2 - ||delta_H||^2)``
+      on the free pixels ``F`` (``H``: held), and the derivative is
+      ``eps_i * ||g_F||_2 / ||delta_F||_2``: the L2 (dual) norm of the input
+      gradient on the free pixels, exactly ``||g||_2`` when the box holds
+      nothing (derived in :meth:`~ades_core.norms.L2Norm.envelope_direction`).
+
+    When a truncated PGD stops short of the boundary, the scaled direction
+    still carries the signal, where a strict active-set rule would give zero.
+    A zero budget has no active constraint: its derivative is 0.
 
     Args:
         x, x_adv: ``(B, C, H, W)``; ``eps``: ``(B,)`` carrying the scheduler's graph.
+        norm: the attack's norm, ``linf`` or ``l2``.
     """
     view = (-1,) + (1,) * (x.ndim - 1)
     delta = (x_adv - x).detach()
     radius = eps.detach().view(view)
     held_by_box = ((x_adv <= 0) & (delta < 0)) | ((x_adv >= 1) & (delta > 0))
-    scaled = delta / torch.where(radius > 0, radius, torch.ones_like(radius))
-    direction = torch.where(held_by_box | (radius <= 0), torch.zeros_like(delta), scaled)
+    positive = radius > 0
+    direction = NORMS.get(norm).envelope_direction(
+        delta.float(), held_by_box, torch.where(positive, radius, torch.ones_like(radius)).float()
+    )
+    direction = torch.where(positive, direction, torch.zeros_like(direction)).to(delta.dtype)
     return x_adv.detach() + (eps - eps.detach()).view(view) * direction
 
 
@@ -154,7 +169,7 @@ class BudgetedAdversarialTraining(nn.Module):
 
     * ``start`` (shared, the default): PGD's random start is drawn in the
       smallest ball every sample shares, ``x0 = clip(x + eps_min * u, 0, 1)``
-      with ``u`` uniform in [-1, 1]; the cues are evaluated at ``x0``, and the
+      with ``u`` uniform in the unit ball of the run's norm; the cues are evaluated at ``x0``, and the
       input gradient they computed there is PGD's first step. Cues then cost
       no forward/backward beyond PGD's own (plus ``T`` head passes for
       MC-dropout). For a fixed budget (PGD-AT) this is exactly Madry's start.
@@ -186,6 +201,7 @@ class BudgetedAdversarialTraining(nn.Module):
         self.attack = self.training_loss.inner_attack(parts.attack)
         self.objective = parts.objective
         self.autocast_dtype = parts.autocast_dtype
+        self.norm = parts.attack_options.norm
         self.awp = (
             WeightPerturbation(parts.options.awp_gamma, parts.options.awp_warmup) if parts.options.awp else None
         )
@@ -229,7 +245,7 @@ class BudgetedAdversarialTraining(nn.Module):
         eps = budget.eps
         prediction = learned.prediction
         fit = self.fits_target and prediction is not None and prediction.requires_grad
-        breaking = BreakingRadius(x, y) if fit else None
+        breaking = BreakingRadius(x, y, norm=self.norm) if fit else None
         outer = self.training_loss
         clean_logits = self._clean_logits(ctx, x)  # eval mode, before any weight perturbation
         target = outer.attack_target(y, clean_logits)
@@ -244,7 +260,7 @@ class BudgetedAdversarialTraining(nn.Module):
             )
         perturbation = self._perturb_weights(model, x, x_adv, y) if self._awp_on() else None
         envelope = self.objective is not None and not (self.fits_target or self.looks_ahead) and eps.requires_grad
-        model_input = envelope_input(x, x_adv, eps) if envelope else x_adv
+        model_input = envelope_input(x, x_adv, eps, norm=self.norm) if envelope else x_adv
         with autocast_for(x, self.autocast_dtype):
             logits_nat = train_model(x) if outer.uses_clean else None
             logits = train_model(model_input)
@@ -300,7 +316,7 @@ class BudgetedAdversarialTraining(nn.Module):
         if self._kept is not None:
             kept, self._kept = self._kept, None
             budget = self.scheduler(kept.cues)  # the kept batch's budgets, with the scheduler's graph
-            model_input = envelope_input(kept.x, kept.x_adv, budget.eps)
+            model_input = envelope_input(kept.x, kept.x_adv, budget.eps, norm=self.norm)
             outer = self.training_loss
 
             def virtual_loss(params) -> Tensor:

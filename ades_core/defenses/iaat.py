@@ -1,7 +1,8 @@
 """IAAT: instance adaptive adversarial training (Balaji, Goldstein, Hoffman, arXiv:1910.08051, 2019).
 
 "Instance adaptive adversarial training: Improved accuracy tradeoffs in neural
-nets". Every training sample keeps its own L-inf budget ``eps_i`` across
+nets". Every training sample keeps its own budget ``eps_i`` (L-inf as the
+paper, or L2 with ``--norm l2``: the same rule on Euclidean radii) across
 epochs, indexed by its dataset index, and each visit moves it by the paper's
 three-point rule, as the authors' code does:
 
@@ -22,8 +23,10 @@ the authors' code.
 Defaults (the authors' CIFAR-10 config): ``warmup = 10`` epochs,
 ``gamma = 1.9/255``, ``beta = 0.1`` (the weight of the new value), the
 warm-up budget ``--eps`` 8/255, PGD-10 with ``alpha`` 2/255; budgets start at
-0. The authors' update has no upper bound; ``max_eps`` (default 1, i.e. none)
-adds one. Differences: the clean correctness check runs in eval mode (the
+0. The authors' update has no upper bound; ``max_eps`` adds one (default
+1 for L-inf, i.e. none; ``8 * eps`` for L2). In L2 the default ``gamma`` is the same fraction of the warm-up
+budget, ``eps * 1.9 / 8`` (0.119 at ``eps`` 0.5), and the PGD step
+``max(2 * eps_i / steps, alpha)`` with ``alpha`` 0 when unset. Differences: the clean correctness check runs in eval mode (the
 authors' runs the model in train mode under ``no_grad``, which also moves the
 BatchNorm statistics). The paper trains 110 epochs with a warm-up of 10; a
 run shorter than the warm-up never adapts.
@@ -55,11 +58,12 @@ class InstanceAdaptiveAdversarialTraining(nn.Module):
     """IAAT (see the module docstring for the rule and its defaults).
 
     Args:
-        eps: the warm-up budget, [0, 1] pixel scale.
+        eps: the warm-up budget, in the norm's units.
         warmup: epochs (0-based epochs ``< warmup``) at the warm-up budget.
         gamma: the budget step of the three-point rule.
         beta: weight of the new value in ``beta * new + (1 - beta) * old``, in (0, 1].
         max_eps: upper bound of the budgets.
+        norm: ``linf`` or ``l2``.
         steps, alpha: PGD steps and smallest step size.
         num_samples: training-set size; ``idx`` passed to :meth:`step` lies in
             ``[0, num_samples)``.
@@ -78,6 +82,7 @@ class InstanceAdaptiveAdversarialTraining(nn.Module):
         num_samples: int,
         random_start: bool = True,
         autocast_dtype: torch.dtype | None = None,
+        norm: str = "linf",
     ) -> None:
         super().__init__()
         if num_samples < 1:
@@ -97,6 +102,7 @@ class InstanceAdaptiveAdversarialTraining(nn.Module):
         self.alpha = float(alpha)
         self.random_start = random_start
         self.autocast_dtype = autocast_dtype
+        self.norm = norm
         self.epoch = 0
         self.register_buffer("budgets", torch.zeros(num_samples))
 
@@ -121,6 +127,7 @@ class InstanceAdaptiveAdversarialTraining(nn.Module):
             loss_fn=_cross_entropy,
             random_start=self.random_start,
             autocast_dtype=self.autocast_dtype,
+            norm=self.norm,
         )
 
     def _resists(self, model: nn.Module, x: Tensor, y: Tensor, eps: Tensor) -> Tensor:
@@ -171,14 +178,15 @@ def iaat_defense(parts) -> InstanceAdaptiveAdversarialTraining:
     return InstanceAdaptiveAdversarialTraining(
         eps=parts.budget.eps,
         warmup=options.iaat_warmup,
-        gamma=options.iaat_gamma,
+        gamma=options.iaat_step(parts.attack_options.norm, parts.budget.eps),
         beta=options.iaat_beta,
-        max_eps=options.iaat_max_eps,
+        max_eps=options.iaat_cap(parts.attack_options.norm, parts.budget.eps),
         steps=parts.attack_options.steps,
-        alpha=parts.attack_options.alpha,
+        alpha=0.0 if parts.attack_options.alpha is None else parts.attack_options.alpha,
         num_samples=parts.num_samples,
         random_start=parts.attack_options.random_start,
         autocast_dtype=parts.autocast_dtype,
+        norm=parts.attack_options.norm,
     )
 
 

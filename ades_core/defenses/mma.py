@@ -3,7 +3,8 @@
 "MMA Training: Direct Input Space Margin Maximization through Adversarial
 Training". Each correctly classified sample is trained on the closest point
 on the decision boundary the attack finds, so the model grows each sample's
-own L-inf input margin; misclassified samples get the clean cross-entropy.
+own input margin, in the L-inf or (``--norm l2``) the L2 norm, as the paper
+defines MMA for both; misclassified samples get the clean cross-entropy.
 
 The margin search is the paper's AN-PGD ("adaptive norm" PGD), as in the
 authors' code:
@@ -12,7 +13,8 @@ authors' code:
    ``logsumexp_{j != y} z_j - z_y`` at the radius ``r_i`` where the search
    starts (the margin stored for this sample at its last visit, at least
    ``min_eps``), step size ``2.5 * r_i / steps``, random start;
-2. the direction ``u_i = (x_pgd - x) / r_i`` (``|u_i|_inf <= 1``);
+2. the direction ``u_i = (x_pgd - x) / r_i`` (``||u_i|| <= 1`` in the norm; clipping
+   ``x + t u_i`` to [0, 1] keeps it within ``t``, since ``x`` lies in the box);
 3. a bisection along ``x + t u_i`` (clipped to [0, 1]) over
    ``t in [0, search_cap]``: the first point tested is ``t = r_i`` (PGD's
    result), then ``search_steps`` midpoints; "flipped" means the logit margin
@@ -30,7 +32,8 @@ training loss is their hinge: a correct sample whose margin is ``>= max_eps``
 
 with ``clean_weight = 1/3`` (the paper's MMA; 0 is its "OMMA"). Defaults
 follow the authors' L-inf CIFAR-10 setting: ``max_eps = 32/255`` (their
-MMA-32; the paper also trains MMA-12 and MMA-20), ``min_eps = 0.005``,
+MMA-32; the paper also trains MMA-12 and MMA-20; in L2 the default is their
+MMA-2.0, ``max_eps = 2.0``, they also train MMA-1.0 and MMA-3.0), ``min_eps = 0.005``,
 10 PGD steps, 10 bisection steps.
 
 Differences from the authors' code, for the device and the trainer: the
@@ -61,6 +64,7 @@ from ades_core.attacks.pgd import budget_column
 from ades_core.defenses.budgeted import check_defense_options
 from ades_core.distributed import assign_by_index, unwrap_model
 from ades_core.model_mode import autocast_for, eval_mode
+from ades_core.norms import NORMS
 from ades_core.protocols import Budget, StepOutput
 
 SEARCH_CAP_FACTOR = 1.05
@@ -97,18 +101,24 @@ def scaled_step_pgd(
     loss_fn: Callable[[Tensor, Tensor], Tensor],
     random_start: bool = True,
     autocast_dtype: torch.dtype | None = None,
+    norm: str = "linf",
 ) -> Tensor:
-    """L-inf PGD with a radius *and a step size* per sample (MMA's AN-PGD, IAAT's attack).
+    """PGD with a radius *and a step size* per sample (MMA's AN-PGD, IAAT's attack), L-inf or L2.
 
-    Each step: ``x <- clip_[lo_i, hi_i](x + alpha_i * sign(grad_x loss_fn))``
-    with ``lo_i = max(x0 - eps_i, 0)``, ``hi_i = min(x0 + eps_i, 1)``. The model
-    runs in eval mode (every submodule's mode restored afterwards); only input
-    gradients are computed; no host-device synchronisation.
+    Each step: ``x <- P(x + alpha_i * d(grad_x loss_fn))`` with ``d`` the
+    norm's unit ascent direction and ``P`` the projection onto sample ``i``'s
+    ball and [0, 1] (L-inf: ``sign`` and ``clip_[lo_i, hi_i]``,
+    ``lo_i = max(x0 - eps_i, 0)``, ``hi_i = min(x0 + eps_i, 1)``; L2: the
+    normalised gradient, the ball then the box, see :class:`~ades_core.norms.L2Norm`).
+    The random start is uniform in each ball. The model runs in eval mode
+    (every submodule's mode restored afterwards); only input gradients are
+    computed; no host-device synchronisation.
 
     Args:
         x: ``(B, C, H, W)`` in [0, 1]; ``y``: ``(B,)``.
-        eps, alpha: ``(B,)`` radii and step sizes, [0, 1] pixel scale.
+        eps, alpha: ``(B,)`` radii and step sizes in the norm's units, pixel space.
         loss_fn: ``(logits (B, K), y (B,)) -> (B,)``, maximised.
+        norm: ``linf`` or ``l2``.
 
     Returns:
         the detached ``x_adv`` of ``x``'s shape and dtype.
@@ -117,18 +127,17 @@ def scaled_step_pgd(
     x32 = x.float()
     radius = budget_column(eps, x)
     step = budget_column(alpha, x)
-    low = (x32 - radius).clamp_(min=0.0)
-    high = (x32 + radius).clamp_(max=1.0)
-    x_adv = x32 + (torch.rand_like(x32) * 2 - 1) * radius if random_start else x32.clone()
-    x_adv = torch.minimum(torch.maximum(x_adv, low), high)
+    threat = NORMS.get(norm)
+    project = threat.projector(x32, radius)
+    x_adv = threat.uniform_start(x32, radius) if random_start else x32.clone()
+    x_adv = project(x_adv)
     with eval_mode(model), torch.enable_grad():
         for _ in range(steps):
             x_adv.requires_grad_(True)
             with autocast_for(x_adv, autocast_dtype):
                 logits = model(x_adv)
             (grad,) = torch.autograd.grad(loss_fn(logits, y).sum(), x_adv)
-            moved = x_adv.detach() + step * grad.sign().nan_to_num_(0.0)
-            x_adv = torch.minimum(torch.maximum(moved, low), high)
+            x_adv = project(x_adv.detach() + step * threat.ascent_direction(grad))
     return x_adv.detach().to(x.dtype)
 
 
@@ -136,7 +145,7 @@ class MaxMarginAdversarialTraining(nn.Module):
     """MMA training (see the module docstring for the algorithm and its defaults).
 
     Args:
-        max_eps: ``d_max`` of the hinge, [0, 1] pixel scale (> 0).
+        max_eps: ``d_max`` of the hinge in the norm's units (> 0; at most 1 for L-inf).
         min_eps: smallest radius a search starts from, in ``(0, max_eps)`` (the
             search direction is the PGD perturbation divided by this radius).
         clean_weight: weight of the clean cross-entropy, in [0, 1].
@@ -145,6 +154,7 @@ class MaxMarginAdversarialTraining(nn.Module):
             ``[0, num_samples)``.
         random_start: AN-PGD starts at a random point of its ball.
         autocast_dtype: dtype of autocast for the forward passes, or ``None``.
+        norm: ``linf`` or ``l2``: the norm of the margins.
     """
 
     def __init__(
@@ -158,11 +168,13 @@ class MaxMarginAdversarialTraining(nn.Module):
         num_samples: int,
         random_start: bool = True,
         autocast_dtype: torch.dtype | None = None,
+        norm: str = "linf",
     ) -> None:
         super().__init__()
-        if not 0.0 < min_eps < max_eps <= 1.0:
+        limit = NORMS.get(norm).budget_limit()
+        if not 0.0 < min_eps < max_eps <= limit:
             raise ValueError(
-                f"mma needs 0 < min_eps < max_eps <= 1, got min_eps {min_eps}, max_eps {max_eps}"
+                f"mma needs 0 < min_eps < max_eps <= {limit:g} ({norm}), got min_eps {min_eps}, max_eps {max_eps}"
             )
         if num_samples < 1:
             raise ValueError(
@@ -171,7 +183,8 @@ class MaxMarginAdversarialTraining(nn.Module):
             )
         self.name = "mma"
         self.max_eps = float(max_eps)
-        self.search_cap = min(1.0, SEARCH_CAP_FACTOR * self.max_eps)
+        self.norm = norm
+        self.search_cap = min(limit, SEARCH_CAP_FACTOR * self.max_eps)
         self.min_eps = float(min_eps)
         self.clean_weight = float(clean_weight)
         self.steps = int(steps)
@@ -197,6 +210,7 @@ class MaxMarginAdversarialTraining(nn.Module):
             loss_fn=soft_logit_margin,
             random_start=self.random_start,
             autocast_dtype=self.autocast_dtype,
+            norm=self.norm,
         )
         x32 = x.detach().float()
         direction = (x_pgd.float() - x32) / budget_column(start, x)
@@ -249,7 +263,7 @@ def mma_defense(parts) -> MaxMarginAdversarialTraining:
     check_defense_options("mma", parts.options)
     options = parts.options
     return MaxMarginAdversarialTraining(
-        max_eps=options.mma_max_eps,
+        max_eps=options.mma_d_max(parts.attack_options.norm),
         min_eps=options.mma_min_eps,
         clean_weight=options.mma_clean_weight,
         steps=parts.attack_options.steps,
@@ -257,6 +271,7 @@ def mma_defense(parts) -> MaxMarginAdversarialTraining:
         num_samples=parts.num_samples,
         random_start=parts.attack_options.random_start,
         autocast_dtype=parts.autocast_dtype,
+        norm=parts.attack_options.norm,
     )
 
 

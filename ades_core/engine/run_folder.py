@@ -107,13 +107,41 @@ def _resolve_scheduler(flat: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def _resolve_norm_defaults(flat: dict[str, Any]) -> dict[str, Any]:
+    """``flat`` with each budget left to its norm's default (``None``) made explicit, and a
+    missing ``attack.norm`` (a run from before L2) read as ``linf``.
+
+    ``None`` means that default, so a config that leaves them unset and the
+    ``config.json`` the builder wrote (:meth:`RunConfig.with_resolved_defaults`),
+    or one written before these fields could be unset, describe the same run.
+    """
+    from ades_core.config import DEFAULT_EVAL_EPS, MMA_DEFAULT_MAX_EPS, default_alpha
+
+    norm = flat.setdefault("attack.norm", "linf")
+    if norm not in DEFAULT_EVAL_EPS:
+        return flat
+    eps = flat.get("budget.eps")
+    defaults = {
+        "eval.eps": DEFAULT_EVAL_EPS[norm],
+        "eval.alpha": default_alpha(norm),
+        "defense_options.mma_max_eps": MMA_DEFAULT_MAX_EPS[norm],
+        "defense_options.iaat_gamma": 1.9 / 255 if norm == "linf" else None if eps is None else eps * 1.9 / 8,
+        "defense_options.iaat_max_eps": 1.0 if norm == "linf" else None if eps is None else 8 * eps,
+    }
+    for path, value in defaults.items():
+        if path in flat and flat[path] is None:
+            flat[path] = value
+    return flat
+
+
 def fixed_config(config: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The config fields a resumed run must keep, flattened to dotted paths (a flat mapping is
-    taken as it is), with the scheduler's name resolved (:func:`_resolve_scheduler`)."""
+    taken as it is), with the scheduler's name and the norm's defaults resolved
+    (:func:`_resolve_scheduler`, :func:`_resolve_norm_defaults`)."""
     raw = config.to_dict() if isinstance(config, RunConfig) else config
     return {
         path: value
-        for path, value in _resolve_scheduler(_flatten(raw)).items()
+        for path, value in _resolve_norm_defaults(_resolve_scheduler(_flatten(raw))).items()
         if path not in RESUMABLE_FIELDS and not path.startswith("resolved.")
     }
 
@@ -192,8 +220,8 @@ def resume_config(out: Path, overrides: Mapping[str, Any]) -> RunConfig:
     """
     stored = read_run_config(out)
     wanted = stored.evolve(**overrides)
-    before = _resolve_scheduler(_flatten(stored.to_dict()))
-    after = _resolve_scheduler(_flatten(wanted.to_dict()))
+    before = _resolve_norm_defaults(_resolve_scheduler(_flatten(stored.to_dict())))
+    after = _resolve_norm_defaults(_resolve_scheduler(_flatten(wanted.to_dict())))
     for path in sorted(after):
         if after[path] != before.get(path) and path not in RESUMABLE_FIELDS:
             raise ResumeConflictError(path, after[path], before.get(path), Path(out) / CONFIG_FILE)

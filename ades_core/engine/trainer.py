@@ -386,9 +386,12 @@ class Trainer:
     def _log(self, bar: Progress, task: Any, step: int, live: dict[str, Any]) -> None:
         text = (
             f"loss {live['train_loss']:.3f}  clean {_percent(live['train_clean_acc'])}  "
-            f"adv {100 * live['train_adv_acc']:.1f}%  eps {255 * live['eps_mean']:.2f}"
-            f"±{255 * live['eps_std']:.2f}/255"
+            f"adv {100 * live['train_adv_acc']:.1f}%  "
         )
+        if self.setup.config.norm == "linf":
+            text += f"eps {255 * live['eps_mean']:.2f}±{255 * live['eps_std']:.2f}/255"
+        else:
+            text += f"{self.setup.config.norm} eps {live['eps_mean']:.3f}±{live['eps_std']:.3f}"
         if live["nonfinite_steps"]:
             text += f"  skipped {live['nonfinite_steps']}"
         bar.update(task, completed=step, description=text)
@@ -406,7 +409,7 @@ class Trainer:
         ):
             warnings.append(
                 f"scheduler saturated: mean sigma {sigma:.3f} this epoch (eps mean "
-                f"{format_eps(summary['eps_mean'])}); the learned budget has collapsed to a bound"
+                f"{format_eps(summary['eps_mean'], self.setup.config.norm)}); the learned budget has collapsed to a bound"
             )
         warnings += self.telemetry.warnings()
         return warnings
@@ -417,7 +420,8 @@ class Trainer:
         last = epoch + 1 == setup.epochs
         if not (last or (epoch + 1) % cfg.every == 0):
             return {"test_clean_acc": None, "test_pgd_acc": None}
-        task = bar.add_task("", total=None, phase=f"eval PGD-{cfg.steps} @ {format_eps(cfg.eps)}")
+        norm = setup.config.norm
+        task = bar.add_task("", total=None, phase=f"eval {norm} PGD-{cfg.steps} @ {format_eps(cfg.eps, norm)}")
         report = evaluate_robustness(
             setup.model,
             setup.test_data,
@@ -435,19 +439,29 @@ class Trainer:
             "test_pgd_acc": report.robust_acc,
             "test_n": report.n,
             "test_eps": report.eps,
+            "test_norm": norm,
             "test_pgd_steps": cfg.steps,
             "eval_seconds": report.seconds,
         }
 
     def _report(self, r: dict[str, Any]) -> None:
+        norm = self.setup.config.norm
+        if norm == "linf":
+            budgets = (
+                f"eps {255 * r['eps_mean']:.2f}±{255 * r['eps_std']:.2f}/255"
+                f" [{255 * r['eps_min']:.2f}, {255 * r['eps_max']:.2f}]"
+            )
+        else:
+            budgets = (
+                f"{norm} eps {r['eps_mean']:.3f}±{r['eps_std']:.3f} [{r['eps_min']:.3f}, {r['eps_max']:.3f}]"
+            )
         line = (
             f"epoch {r['epoch']}: loss {r['train_loss']:.3f}  train clean {_percent(r['train_clean_acc'])}"
-            f"  adv {100 * r['train_adv_acc']:.1f}%  eps {255 * r['eps_mean']:.2f}±{255 * r['eps_std']:.2f}/255"
-            f" [{255 * r['eps_min']:.2f}, {255 * r['eps_max']:.2f}]  {r['train_seconds']:.1f}s"
+            f"  adv {100 * r['train_adv_acc']:.1f}%  {budgets}  {r['train_seconds']:.1f}s"
         )
         if r.get("test_clean_acc") is not None:
             line += (
-                f"  | test clean {100 * r['test_clean_acc']:.1f}%  PGD-{r['test_pgd_steps']}"
+                f"  | test clean {100 * r['test_clean_acc']:.1f}%  {norm} PGD-{r['test_pgd_steps']}"
                 f" {100 * r['test_pgd_acc']:.1f}% (n={r['test_n']})"
             )
         self.console.print(line, highlight=False)

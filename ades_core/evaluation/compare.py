@@ -18,12 +18,14 @@ import attrs
 
 from ades_core.config import format_eps
 from ades_core.engine.run_folder import METRICS_FILE
+from ades_core.norms import NORMS
 from ades_core.evaluation.masking import CheckResult, summarise_checks
 from ades_core.evaluation.report import read_report
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("method", "method"),
     ("run", "run"),
+    ("threat", "norm, eps"),
     ("clean", "clean"),
     ("pgd20", "PGD-20"),
     ("cw", "CW"),
@@ -60,6 +62,12 @@ class CompareRow:
     attack_seconds: dict[str, float] = attrs.field(factory=dict)
     checks: tuple[CheckResult, ...] = ()
     worst_case_attacks: tuple[str, ...] = ()
+    norm: str = "linf"
+
+    @property
+    def threat(self) -> str:
+        """The threat model as the table shows it: ``linf 8/255``, ``l2 0.5``."""
+        return f"{self.norm} {format_eps(self.eps, self.norm)}"
 
 
 def seconds_per_epoch(run_dir: str | Path | None) -> float | None:
@@ -105,6 +113,7 @@ def compare_row(path: str | Path) -> CompareRow:
         attack_seconds={a["name"]: a["seconds"] for a in report.get("attacks", [])},
         checks=tuple(CheckResult.from_dict(c) for c in report.get("checks", [])),
         worst_case_attacks=() if worst is None else _worst_case_attacks(worst, attacks),
+        norm=report.get("norm", "linf"),  # reports from before L2 are L-inf
     )
 
 
@@ -123,7 +132,7 @@ def cell(row: CompareRow, key: str) -> str:
     value = getattr(row, key)
     if value is None:
         return "—"
-    if key in ("method", "run"):
+    if key in ("method", "run", "threat"):
         return str(value)
     if key == "n":
         return str(value)
@@ -158,9 +167,9 @@ def check_notes(rows: Sequence[CompareRow]) -> list[str]:
 def to_markdown(rows: Sequence[CompareRow]) -> str:
     """A Markdown table (GitHub style) of ``rows``, with the budget and the worst case's coverage
     in a caption line, and each row's checks in its last column (:data:`MARKDOWN_COLUMNS`)."""
-    budgets = sorted({format_eps(r.eps) for r in rows})
+    budgets = sorted({f"{format_eps(r.eps, r.norm)} ({NORMS.get(r.norm).label})" for r in rows})
     lines = [
-        f"Robust accuracy at eps {', '.join(budgets)} (L-inf); worst-case counts a sample only if it "
+        f"Robust accuracy at eps {', '.join(budgets)}; worst-case counts a sample only if it "
         "is correct clean and under every attack run; " + "; ".join(worst_case_notes(rows) or ["no worst case"])
         + ". A check that did not run vouches for nothing.",
         "",
@@ -174,6 +183,14 @@ def to_markdown(rows: Sequence[CompareRow]) -> str:
         lines.append("")
         lines.extend(f"- warning ({r.run}): {w}" for r, w in flagged)
     return "\n".join(lines) + "\n"
+
+
+def mixed_norms_note(rows: Sequence[CompareRow]) -> str | None:
+    """A warning line when the rows were evaluated in different norms (their numbers do not compare)."""
+    norms = sorted({r.norm for r in rows})
+    if len(norms) < 2:
+        return None
+    return f"the runs were evaluated in different norms ({', '.join(norms)}): compare rows of one norm only"
 
 
 def as_dicts(rows: Sequence[CompareRow]) -> list[dict[str, Any]]:

@@ -22,7 +22,17 @@ robust. Five symptoms give it away (Athalye et al. 2018; Carlini et al. 2019,
     Square, which uses no gradient, must not do better than the gradient
     attacks (PGD-20 and PGD-100, per-sample worst case);
 ``large-eps``
-    at a budget no model resists (64/255) accuracy must be near zero.
+    at a budget no model resists accuracy must be near zero: 64/255 in
+    L-inf; in L2, ``64/255 * sqrt(d)`` for images of ``d = C * H * W``
+    pixels (13.9 on CIFAR-10), the smallest L2 ball that holds the L-inf ball
+    of 64/255, so an L2 attack that breaks nothing there also found nothing
+    in that L-inf ball (:meth:`~ades_core.norms.ThreatNorm.large_budget`).
+
+Every check runs in the evaluation's norm (``norm=``): its PGD steps
+``max(2/255, 2.5 * eps / steps)`` in L-inf, ``2.5 * eps / steps`` in L2 (so
+each run can cross its ball), Square is the norm's official Square, and the
+ladder's budgets are capped at the ball that holds the whole box (1 in L-inf,
+``sqrt(d)`` in L2).
 
 All five run on the same ``n`` samples: drawn at random (from the seed) among
 the *clean-correct* evaluation samples, so that every sample can show an
@@ -59,6 +69,7 @@ from ades_core.evaluation.resume import ResumeStore
 from ades_core.evaluation.runner import Outcome, attack_outcome
 from ades_core.evaluation.specs import DEFAULT_ALPHA, pgd_spec
 from ades_core.model_mode import eval_mode
+from ades_core.norms import NORMS
 
 
 def check_samples(clean: Tensor, n: int, seed: int) -> Tensor:
@@ -78,7 +89,9 @@ class MaskingCheckConfig:
             evaluation samples (all of them when fewer are correct).
         ladder: budgets of the monotonicity check, as multiples of the
             evaluation budget (the large budget is appended).
-        large_eps: the budget at which accuracy must be near zero ([0, 1] scale).
+        large_eps: the budget at which accuracy must be near zero, in the
+            evaluation's norm; ``None``: the norm's (64/255 in L-inf,
+            ``64/255 * sqrt(d)`` in L2).
         large_eps_max_acc: the largest accuracy at ``large_eps`` that passes.
         steps: PGD steps of the ladder and of the base of ``more-steps``.
         more_steps: PGD steps compared with ``steps``.
@@ -93,7 +106,7 @@ class MaskingCheckConfig:
 
     n: int = attrs.field(default=200, validator=v.ge(1))
     ladder: tuple[float, ...] = attrs.field(default=(0.25, 0.5, 1.0, 2.0), converter=tuple)
-    large_eps: float = attrs.field(default=64 / 255, validator=[v.gt(0.0), v.le(1.0)])
+    large_eps: float | None = attrs.field(default=None, validator=v.optional(v.gt(0.0)))
     large_eps_max_acc: float = attrs.field(default=0.05, validator=[v.ge(0.0), v.le(1.0)])
     steps: int = attrs.field(default=20, validator=v.ge(1))
     more_steps: int = attrs.field(default=100, validator=v.ge(1))
@@ -101,6 +114,9 @@ class MaskingCheckConfig:
     noise_z: float = attrs.field(default=2.0, validator=v.ge(0.0))
     zero_gradients_max_frac: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.le(1.0)])
 
+
+SQUARE_L2_MIN_SIDE = 5
+"""The smallest image side the official L2 Square runs on (it divides the side by 5)."""
 
 CHECK_STATUSES: tuple[str, ...] = ("passed", "failed", "not-run")
 """What a check can say: it ran and passed, it ran and failed (a warning), or it could not run."""
@@ -172,7 +188,7 @@ def _pct(value: float) -> str:
 
 
 def check_monotone(
-    eps: Sequence[float], acc: Sequence[float], n: int, *, z: float = 2.0, where: str = ""
+    eps: Sequence[float], acc: Sequence[float], n: int, *, z: float = 2.0, where: str = "", norm: str = "linf"
 ) -> CheckResult:
     """Robust accuracy must not rise with eps by more than noise."""
     pairs = sorted(zip(eps, acc))
@@ -188,8 +204,8 @@ def check_monotone(
             name="eps-monotone",
             status="failed",
             message=(
-                f"robust accuracy rises with eps{where}: {_pct(a0)} at {format_eps(e0)} but "
-                f"{_pct(a1)} at {format_eps(e1)} (n={n} clean-correct); gradients may be masked"
+                f"robust accuracy rises with eps{where}: {_pct(a0)} at {format_eps(e0, norm)} but "
+                f"{_pct(a1)} at {format_eps(e1, norm)} (n={n} clean-correct); gradients may be masked"
             ),
             details=details,
         )
@@ -296,22 +312,23 @@ def check_zero_gradients(zero: int, n: int, max_frac: float = 0.0) -> CheckResul
     )
 
 
-def check_large_eps(acc: float, eps: float, n: int, max_acc: float) -> CheckResult:
+def check_large_eps(acc: float, eps: float, n: int, max_acc: float, norm: str = "linf") -> CheckResult:
     """At a budget no model resists, accuracy must be near zero."""
-    details = {"eps": eps, "robust_acc": acc, "n": n, "max_acc": max_acc}
+    details = {"eps": eps, "norm": norm, "robust_acc": acc, "n": n, "max_acc": max_acc}
     if acc > max_acc:
         return CheckResult(
             name="large-eps",
             status="failed",
             message=(
-                f"robust accuracy at eps {format_eps(eps)} is {_pct(acc)} (n={n} clean-correct), not near zero "
+                f"robust accuracy at {norm} eps {format_eps(eps, norm)} is {_pct(acc)} (n={n} clean-correct), not near zero "
                 f"(<= {_pct(max_acc)}); the attack is not reaching the model, or the model barely "
                 "depends on its input (a near-constant classifier)"
             ),
             details=details,
         )
     return CheckResult(
-        name="large-eps", status="passed", message=f"accuracy at eps {format_eps(eps)} is near zero", details=details
+        name="large-eps", status="passed", message=f"accuracy at {norm} eps {format_eps(eps, norm)} is near zero",
+        details=details
     )
 
 
@@ -330,8 +347,9 @@ def run_masking_checks(
     progress: Callable[[str], None] | None = None,
     distributed: DistributedContext | None = None,
     resume: ResumeStore | None = None,
+    norm: str = "linf",
 ) -> list[CheckResult]:
-    """Run the five checks on ``config.n`` random clean-correct samples of ``data``.
+    """Run the five checks on ``config.n`` random clean-correct samples of ``data``, in ``norm``.
 
     Args:
         clean: bool ``(N,)``, clean correctness of ``data`` (from the evaluation).
@@ -353,46 +371,67 @@ def run_masking_checks(
     clean = torch.ones(count, dtype=torch.bool)
     say = progress or (lambda text: None)
 
+    threat = NORMS.get(norm)
+    dims = data.images[0].numel() if len(data) else 1
+    large_eps = config.large_eps if config.large_eps is not None else threat.large_budget(dims)
+
     def run(spec_steps: int, budget: float) -> Outcome:
-        alpha = max(DEFAULT_ALPHA, 2.5 * budget / spec_steps)  # reach the edge of a large ball
-        attack = pgd_spec(spec_steps, alpha=alpha).build(autocast_dtype=autocast_dtype)
-        say(f"check: PGD-{spec_steps} at {format_eps(budget)} on {count}")
+        # reach the edge of a large ball: L-inf at least 2/255, L2 2.5 * eps / steps (alpha None)
+        alpha = max(DEFAULT_ALPHA, 2.5 * budget / spec_steps) if norm == "linf" else None
+        attack = pgd_spec(spec_steps, alpha=alpha, norm=norm).build(autocast_dtype=autocast_dtype)
+        say(f"check: {norm} PGD-{spec_steps} at {format_eps(budget, norm)} on {count}")
         return attack_outcome(
             model, subset, attack, budget, clean=clean, batch_size=batch_size, device=device,
             seed=seed, autocast_dtype=autocast_dtype, distributed=distributed,
-            checkpoint=None if resume is None else resume.row(f"check:pgd{spec_steps}@{budget!r}"),
+            checkpoint=None if resume is None else resume.row(f"check:pgd{spec_steps}@{budget!r}"), norm=norm,
         )
 
     say(f"check: input gradients on {count}")
     zero = zero_gradient_samples(model, subset, batch_size=batch_size, device=device, autocast_dtype=autocast_dtype)
     gradients = check_zero_gradients(int(zero.sum()), count, config.zero_gradients_max_frac)
 
-    ladder = sorted({min(1.0, f * eps) for f in config.ladder if f * eps > 0} | {config.large_eps})
+    whole_box = threat.diameter(dims)
+    ladder = sorted({min(whole_box, f * eps) for f in config.ladder if f * eps > 0} | {large_eps})
     outcomes = {budget: run(config.steps, budget) for budget in ladder}
     if eps not in outcomes:
         outcomes[eps] = run(config.steps, eps)
     z = config.noise_z
     results = [
         gradients,
-        check_monotone(list(outcomes), [o.accuracy for o in outcomes.values()], count, z=z, where=" (PGD ladder)"),
+        check_monotone(
+            list(outcomes), [o.accuracy for o in outcomes.values()], count, z=z, where=" (PGD ladder)", norm=norm
+        ),
     ]
     if sweep is not None and len(sweep[0]) >= 2:
-        results.append(check_monotone(sweep[0], sweep[1], sweep[2], z=z, where=" (eps sweep)"))
+        results.append(check_monotone(sweep[0], sweep[1], sweep[2], z=z, where=" (eps sweep)", norm=norm))
 
     base = outcomes[eps]
     more = run(config.more_steps, eps)
     results.append(check_more_steps(base.accuracy, more.accuracy, count, (config.steps, config.more_steps), z=z))
 
-    if pyautoattack_available():
-        say(f"check: Square ({config.square_queries} queries) at {format_eps(eps)} on {count}")
+    too_small = norm == "l2" and min(data.images.shape[-2:]) < SQUARE_L2_MIN_SIDE
+    if pyautoattack_available() and not too_small:
+        say(f"check: {norm} Square ({config.square_queries} queries) at {format_eps(eps, norm)} on {count}")
         square = attack_outcome(
-            model, subset, Square(n_queries=config.square_queries), eps, clean=clean,
+            model, subset, Square(n_queries=config.square_queries, norm=norm), eps, clean=clean,
             batch_size=batch_size, device=device, seed=seed, autocast_dtype=autocast_dtype,
             distributed=distributed,
             checkpoint=None if resume is None else resume.row(f"check:square{config.square_queries}@{eps!r}"),
+            norm=norm,
         )
         white = float((base.correct & more.correct).float().mean()) if count else 0.0
         results.append(check_black_box(square.accuracy, white, count, z=z))
+    elif too_small:
+        results.append(
+            CheckResult(
+                name="black-box", status="not-run",
+                message=(
+                    f"not run: the official L2 Square draws squares of a fifth of the image side and needs "
+                    f"images of at least {SQUARE_L2_MIN_SIDE} x {SQUARE_L2_MIN_SIDE} pixels"
+                ),
+                details={"needs": f"images >= {SQUARE_L2_MIN_SIDE} px"},
+            )
+        )
     else:
         results.append(
             CheckResult(
@@ -402,6 +441,6 @@ def run_masking_checks(
             )
         )
 
-    large = outcomes[config.large_eps]
-    results.append(check_large_eps(large.accuracy, config.large_eps, count, config.large_eps_max_acc))
+    large = outcomes[large_eps]
+    results.append(check_large_eps(large.accuracy, large_eps, count, config.large_eps_max_acc, norm))
     return results

@@ -5,13 +5,13 @@ Layout (version 1)::
     {
       "format": "ades-eval", "version": 1,
       "model": "runs/x/model.safetensors", "run_dir": "runs/x" | null,
-      "defense": "ades", "backbone": "ades_cnn_small",
+      "defense": "ades", "backbone": "ades_cnn_small", "trained_norm": "linf" | "l2" | null,
       "external_model": null | {"arch", "weights", "num_classes", "mean", "std"},
       "dataset": {"name", "data_dir", "split": "test", "n", "subset",
                   "order": "random" | "first" | "all", "subset_seed" (null unless random), "classes_present"},
       "device": "cpu", "batch_size": 256, "world_size": 1,
       "versions": {"ades", "torch", "pyautoattack", "torchattacks"},
-      "n", "eps", "eps_text", "seed", "precision": {"dtype": "fp32", "tf32": false}, "clean_acc",
+      "n", "norm" ("linf" or "l2"), "eps", "eps_text", "seed", "precision": {"dtype": "fp32", "tf32": false}, "clean_acc",
       "attacks": [{"name", "eps", "eps_text", "n", "clean_acc", "robust_acc", "seconds",
                    "settings": {"attack", "implementation", ...}, "white_box"}, ...],
       "worst_case": {... same keys, "settings": {"attacks": [...]}} | null,
@@ -21,7 +21,9 @@ Layout (version 1)::
       "seconds": total
     }
 
-Accuracies are fractions in [0, 1]; budgets are in [0, 1] pixel scale. Each
+Accuracies are fractions in [0, 1]; budgets are in ``norm``: L-inf in [0, 1]
+pixel scale, L2 Euclidean radii in pixel space (a report without ``norm``,
+from before L2, is L-inf). Each
 attack's ``settings.implementation`` names the code that ran it
 (``ades==0.1.0`` for PGD and CW, ``pyautoattack==0.2.0`` for the official
 AutoAttack and Square, ``torchattacks==3.5.1`` for its re-implementation).
@@ -76,6 +78,7 @@ def build_report(
         "defense": info.defense,
         "external_model": info.external,
         "backbone": info.backbone,
+        "trained_norm": (info.config.get("attack") or {}).get("norm", "linf") if info.config else None,
         "dataset": data.describe(),
         "device": str(device),
         "batch_size": batch_size,

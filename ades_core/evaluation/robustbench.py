@@ -38,6 +38,7 @@ from ades_core.engine.checkpoint import MODEL_FILE, load_model
 from ades_core.engine.files import atomic_write
 from ades_core.evaluation.report import read_report
 from ades_core.evaluation.sources import describe_run
+from ades_core.norms import NORMS
 
 TEST_SPLIT_SIZES: dict[str, int] = {"cifar10": 10_000, "cifar100": 10_000}
 """The RobustBench datasets ades can evaluate on, with the size of their test split."""
@@ -49,6 +50,23 @@ AUTOATTACK_ROW = "autoattack"
 """The name of the standard AutoAttack row in ``eval.json``."""
 
 THREAT_MODEL = "Linf"
+"""The threat model of a report without ``norm`` (written before L2); see :func:`threat_model`."""
+
+
+def threat_model(report: dict[str, Any]) -> str:
+    """RobustBench's threat model of an evaluation: ``Linf`` or ``L2``, from its ``norm``.
+
+    Raises:
+        ExportError: the AutoAttack row ran in another norm than the evaluation says.
+    """
+    norm = NORMS.get(report.get("norm", "linf"))
+    ran = ((autoattack_row(report).get("settings") or {}).get("norm")) or THREAT_MODEL
+    if ran != norm.official:
+        raise ExportError(
+            f"the AutoAttack of {report.get('_path', 'the evaluation')} ran in {ran}, but the evaluation "
+            f"is {norm.official}; re-run ades eval --norm {norm.name} --attack autoattack"
+        )
+    return norm.official
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -158,12 +176,13 @@ def model_info(
     row = autoattack_row(report)
     recorded = report.get("dataset") or {}
     worst = report.get("worst_case") or {}
-    eps_text = row.get("eps_text") or format_eps(float(row["eps"]))
+    threat = threat_model(report)
+    eps_text = row.get("eps_text") or format_eps(float(row["eps"]), report.get("norm", "linf"))
     order = recorded.get("order", "random" if recorded.get("subset") else "all")
     source = "" if recorded.get("name") == dataset else f", read from an {recorded.get('name')} copy"
     footnote = (
         f"Evaluated with ades{_version_text(report, 'ades')}: "
-        f"{row['settings'].get('implementation')} standard AutoAttack at eps {eps_text} (Linf) on "
+        f"{row['settings'].get('implementation')} standard AutoAttack at eps {eps_text} ({threat}) on "
         f"n={recorded.get('n')} {dataset} test images (order {order}{source}), seed {report.get('seed')}."
     )
     info: dict[str, Any] = {
@@ -188,7 +207,7 @@ def model_info(
         names = ", ".join(str(w).split(":")[0] for w in report["warnings"])
         footnote += f" Gradient-masking checks warned: {names}."
     info["footnote"] = footnote
-    info["threat_model"] = THREAT_MODEL
+    info["threat_model"] = threat
     return info
 
 

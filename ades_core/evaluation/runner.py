@@ -38,6 +38,7 @@ from ades_core.data import DeviceLoader, ImageTensors
 from ades_core.distributed import DistributedContext
 from ades_core.evaluation.sharding import batch_seed, merge_flags, shard_range
 from ades_core.model_mode import autocast_for, eval_mode
+from ades_core.norms import NORMS
 from ades_core.evaluation.resume import RowCheckpoint
 from ades_core.protocols import BudgetedAttack, Named
 from ades_core.scoring import strictly_correct
@@ -112,11 +113,12 @@ def clean_correct(
 
 BALL_TOLERANCE = 1e-5
 """How far (pixel scale) an adversarial input may lie outside its ball or [0, 1]
-before the attack is rejected: float32 rounding of ``x +- eps`` is ~1e-7."""
+before the attack is rejected: float32 rounding of ``x +- eps`` is ~1e-7, and
+of an L2 norm over a CIFAR image ~1e-6 at most."""
 
 
 class AttackContractError(ValueError):
-    """An attack broke its contract (inputs outside the L-inf ball or [0, 1], the model's
+    """An attack broke its contract (inputs outside its ball or [0, 1], the model's
     modes or buffers changed): its accuracy would be meaningless."""
 
 
@@ -161,21 +163,22 @@ class ModelGuard:
             )
 
 
-def _outside(x: Tensor, x_adv: Tensor, eps: Tensor | float) -> Tensor:
-    """0-d: how far ``x_adv`` ``(B, C, H, W)`` lies beyond its ``eps`` ball or the [0, 1] box (0 if inside)."""
-    radius = eps.detach().float().view(-1, *([1] * (x.ndim - 1))) if isinstance(eps, Tensor) else float(eps)
+def _outside(x: Tensor, x_adv: Tensor, eps: Tensor | float, norm: str = "linf") -> Tensor:
+    """0-d: how far ``x_adv`` ``(B, C, H, W)`` lies beyond its ``eps`` ball (of ``norm``) or the
+    [0, 1] box (0 if inside)."""
+    radius = eps.detach().float().flatten() if isinstance(eps, Tensor) else float(eps)
     x32, adv = x.float(), x_adv.detach().float()
-    beyond_ball = ((adv - x32).abs() - radius).amax()
+    beyond_ball = (NORMS.get(norm).distance(adv - x32) - radius).amax()
     beyond_box = torch.maximum(-adv.amin(), adv.amax() - 1.0)
     return torch.maximum(beyond_ball, beyond_box).clamp(min=0.0)
 
 
-def _check_inside(excess: Tensor, attack: BudgetedAttack, eps: Tensor | float) -> None:
+def _check_inside(excess: Tensor, attack: BudgetedAttack, eps: Tensor | float, norm: str = "linf") -> None:
     """One host read per attack run: refuse results from inputs outside the ball or the box."""
     worst = float(excess)
     if worst > BALL_TOLERANCE:
         raise AttackContractError(
-            f"attack {_attack_name(attack)} returned inputs up to {worst:.3g} outside the L-inf ball "
+            f"attack {_attack_name(attack)} returned inputs up to {worst:.3g} outside the {NORMS.get(norm).label} ball "
             f"(eps {float(eps.max()) if isinstance(eps, Tensor) else eps:.4g}) or [0, 1]; "
             "its accuracy would not be robust accuracy at that budget: fix the attack"
         )
@@ -194,8 +197,11 @@ def attack_outcome(
     autocast_dtype: torch.dtype | None = None,
     distributed: DistributedContext | None = None,
     checkpoint: RowCheckpoint | None = None,
+    norm: str = "linf",
 ) -> Outcome:
-    """Which samples stay correct under ``attack`` at budget ``eps`` ([0, 1] pixel scale).
+    """Which samples stay correct under ``attack`` at budget ``eps`` in ``norm`` (L-inf: [0, 1] pixel
+    scale; L2: a Euclidean radius). Every returned image is checked to lie in its ball of
+    ``norm`` and in [0, 1] before it is scored.
 
     Only the samples with ``clean[i]`` True are attacked, in batches of
     ``batch_size`` of them in index order; the others are reported as not
@@ -233,16 +239,16 @@ def attack_outcome(
                 torch.manual_seed(batch_seed(seed, first_index))
                 x_adv = attack(model, x, y, eps)
                 guard.after_attack()
-                excess = torch.maximum(excess, _outside(x, x_adv, eps))
+                excess = torch.maximum(excess, _outside(x, x_adv, eps, norm))
                 with eval_mode(model), torch.no_grad(), autocast_for(x_adv, autocast_dtype):
                     logits = model(x_adv)
                 flags = strictly_correct(logits, y)
                 parts.append(flags)
                 if checkpoint is not None:  # check before storing: a stored batch is never re-checked
-                    _check_inside(excess, attack, eps)
+                    _check_inside(excess, attack, eps, norm)
                     guard.check_buffers()
                     checkpoint.put(first_index, flags)
-        _check_inside(excess, attack, eps)
+        _check_inside(excess, attack, eps, norm)
         guard.check_buffers()
         correct[mine] = torch.cat(parts).cpu()
     if checkpoint is not None:

@@ -5,13 +5,18 @@ and ``eval.json`` (``pgd20``), the registered attack it builds (``pgd`` in
 :data:`~ades_core.registries.ATTACKS`) and that attack's options. Names are
 resolved by :func:`resolve_attack`:
 
+Every name resolves in a norm (``norm=``, :mod:`ades_core.norms`): ``linf``
+(the default) or ``l2``; an attack that does not support the norm is refused.
+
 ==============  =============================================================
-``pgdN``        L-inf PGD, N steps, alpha 2/255, random start, cross-entropy
-                (``pgd20`` is the paper's evaluation attack)
+``pgdN``        PGD, N steps, random start, cross-entropy (``pgd20`` is the
+                paper's evaluation attack); L-inf: alpha 2/255, sign steps;
+                L2: alpha ``2.5 * eps / N``, normalised steps
 ``cw`` / ``cwN``  the same PGD maximising the CW margin loss (``cw`` = 20 steps)
-``fgsm``        one sign step of size eps (quick checks only)
+``fgsm``        one sign step of size eps (L2: one normalised step; quick checks only)
 ``autoattack``  the official standard AutoAttack (APGD-CE, APGD-T, FAB-T,
-                Square; the authors' code from pyautoattack)
+                Square; the authors' code from pyautoattack), its L-inf or
+                its L2 version
 ``autoattack-rand``  the official version for randomised models (EOT)
 ``autoattack-plus``  the official AutoAttack+ (restarts, untargeted components)
 ``autoattack-torchattacks``  torchattacks' re-implementation, for comparison
@@ -30,6 +35,7 @@ import attrs
 import torch
 
 from ades_core.config import AttackOptions, format_eps
+from ades_core.norms import NORMS, STEP_SCALE
 from ades_core.protocols import BudgetedAttack, ReportsSettings
 from ades_core.registries import ATTACKS
 from ades_core.registry import RegistryError
@@ -42,7 +48,8 @@ def _ades_version() -> str:
 
 
 DEFAULT_ALPHA = 2 / 255
-"""PGD step size of the evaluation attacks ([0, 1] pixel scale)."""
+"""PGD step size of the L-inf evaluation attacks ([0, 1] pixel scale); L2 ones step
+``2.5 * eps / steps`` (``alpha=None``, :data:`~ades_core.norms.STEP_SCALE`)."""
 
 GRADIENT_FREE = frozenset({"autoattack", "autoattack-plus", "autoattack-torchattacks", "square"})
 """Registered attacks that are not purely gradient-based (AutoAttack holds Square)."""
@@ -78,12 +85,16 @@ class AttackSpec:
 
     def settings(self, attack: object | None = None) -> dict[str, Any]:
         """The settings to report: the options that apply, plus the attack's own ``settings()``."""
-        out: dict[str, Any] = {"attack": self.attack}
+        out: dict[str, Any] = {"attack": self.attack, "norm": self.options.norm}
         if self.attack == "pgd":
+            alpha = self.options.alpha
             out |= {
                 "steps": self.options.steps,
-                "alpha": self.options.alpha,
-                "alpha_text": format_eps(self.options.alpha),
+                "alpha": alpha,
+                "alpha_text": (
+                    f"{STEP_SCALE:g} * eps / {self.options.steps}" if alpha is None
+                    else format_eps(alpha, self.options.norm)
+                ),
                 "random_start": self.options.random_start,
                 "loss": self.options.loss,
             }
@@ -105,10 +116,25 @@ class AttackSpec:
         return attrs.evolve(self, options=attrs.evolve(self.options, alpha=alpha))
 
 
-def pgd_spec(steps: int, *, loss: str = "ce", label: str | None = None, alpha: float = DEFAULT_ALPHA) -> AttackSpec:
-    """PGD with ``steps`` steps of ``alpha``, random start, maximising ``loss``; ``keep_broken``:
-    a sample that any iterate misclassified counts as broken (its settings say so)."""
-    options = AttackOptions(name="pgd", steps=steps, alpha=alpha, random_start=True, loss=loss, keep_broken=True)
+_NORM_DEFAULT = object()
+
+
+def pgd_spec(
+    steps: int, *, loss: str = "ce", label: str | None = None, alpha: float | None | object = _NORM_DEFAULT,
+    norm: str = "linf",
+) -> AttackSpec:
+    """PGD in ``norm`` with ``steps`` steps of ``alpha``, random start, maximising ``loss``; ``keep_broken``:
+    a sample that any iterate misclassified counts as broken (its settings say so).
+
+    ``alpha`` unset: :data:`DEFAULT_ALPHA` (2/255) for L-inf, ``None`` for L2
+    (``2.5 * eps / steps``, so PGD-20 at eps 0.5 steps 0.0625 and can cross
+    its ball two and a half times).
+    """
+    if alpha is _NORM_DEFAULT:
+        alpha = DEFAULT_ALPHA if norm == "linf" else None
+    options = AttackOptions(
+        norm=norm, name="pgd", steps=steps, alpha=alpha, random_start=True, loss=loss, keep_broken=True
+    )
     return AttackSpec(label=label or f"pgd{steps}", attack="pgd", options=options)
 
 
@@ -124,27 +150,40 @@ def known_attack_names() -> list[str]:
     return sorted(set(PRESET_NAMES) | set(ATTACKS.names()))
 
 
-def resolve_attack(name: str) -> AttackSpec:
-    """The :class:`AttackSpec` for an evaluation attack name.
+def supported_norms(attack: str) -> tuple[str, ...]:
+    """The norms registered attack ``attack`` supports (its ``norms`` meta; L-inf only when absent)."""
+    return tuple(ATTACKS.entry(attack).meta.get("norms", ("linf",)))
+
+
+def resolve_attack(name: str, norm: str = "linf") -> AttackSpec:
+    """The :class:`AttackSpec` for an evaluation attack name in ``norm`` (``linf`` or ``l2``).
 
     Raises:
-        RegistryError: an unknown name; the message lists the known ones.
+        RegistryError: an unknown name or norm; the message lists the known ones.
+        ValueError: the attack does not support ``norm`` (one line naming the norms it does).
     """
+    NORMS.get(norm)
     name = name.strip().lower()
     if name == "cw":
-        return pgd_spec(20, loss="cw", label="cw")
+        return pgd_spec(20, loss="cw", label="cw", norm=norm)
     if match := _CW.match(name):
-        return pgd_spec(int(match.group(1)), loss="cw", label=name)
+        return pgd_spec(int(match.group(1)), loss="cw", label=name, norm=norm)
     if match := _PGD.match(name):
         steps = int(match.group(1))
         if steps < 1:
             raise ValueError(f"attack {name!r}: PGD needs at least one step")
-        return pgd_spec(steps)
+        return pgd_spec(steps, norm=norm)
     if name in ATTACKS:
+        if norm not in supported_norms(name):
+            raise ValueError(
+                f"attack {name!r} supports norm(s) {', '.join(supported_norms(name))}, not {norm}; "
+                f"attacks with {norm}: "
+                + ", ".join(n for n in ATTACKS.names() if norm in supported_norms(n))
+            )
         return AttackSpec(
             label=name,
             attack=name,
-            options=AttackOptions(name=name),
+            options=AttackOptions(norm=norm, name=name),
             white_box=name not in GRADIENT_FREE,
         )
     raise RegistryError(
@@ -153,9 +192,9 @@ def resolve_attack(name: str) -> AttackSpec:
     )
 
 
-def resolve_attacks(names: tuple[str, ...] | list[str]) -> list[AttackSpec]:
-    """Resolve several names; repeated labels are an error."""
-    specs = [resolve_attack(n) for n in names]
+def resolve_attacks(names: tuple[str, ...] | list[str], norm: str = "linf") -> list[AttackSpec]:
+    """Resolve several names in ``norm``; repeated labels are an error."""
+    specs = [resolve_attack(n, norm) for n in names]
     labels = [s.label for s in specs]
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:

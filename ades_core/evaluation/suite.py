@@ -35,13 +35,15 @@ from ades_core.evaluation.resume import ResumeStore
 from ades_core.evaluation.runner import attack_outcome, clean_correct
 from ades_core.evaluation.specs import AttackSpec, pgd_spec
 from ades_core.model_mode import PRECISIONS, eval_mode, exact_float32
+from ades_core.norms import NORMS
 
 SWEEP_ATTACK = "pgd20"
 
 
 @attrs.frozen(kw_only=True)
 class AttackRow:
-    """One attack's result on ``n`` samples at budget ``eps`` ([0, 1] pixel scale)."""
+    """One attack's result on ``n`` samples at budget ``eps`` in ``norm`` (L-inf: [0, 1] pixel scale;
+    L2: a Euclidean radius)."""
 
     name: str
     eps: float
@@ -53,9 +55,10 @@ class AttackRow:
     attacked: int = 0
     settings: dict[str, Any] = attrs.field(factory=dict)
     white_box: bool = True
+    norm: str = "linf"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"eps_text": format_eps(self.eps), **attrs.asdict(self)}
+        return {"eps_text": format_eps(self.eps, self.norm), **attrs.asdict(self)}
 
 
 @attrs.frozen(kw_only=True)
@@ -79,6 +82,7 @@ class EvalResult:
     checks: list[CheckResult]
     seconds: float
     per_sample: dict[str, Tensor] = attrs.field(factory=dict, eq=False, repr=False)
+    norm: str = "linf"
 
     @property
     def warnings(self) -> list[str]:
@@ -90,8 +94,9 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "n": self.n,
+            "norm": self.norm,
             "eps": self.eps,
-            "eps_text": format_eps(self.eps),
+            "eps_text": format_eps(self.eps, self.norm),
             "seed": self.seed,
             "precision": {"dtype": self.precision, "tf32": False},
             "clean_acc": self.clean_acc,
@@ -120,15 +125,20 @@ def evaluate(
     on_row: Callable[[AttackRow], None] | None = None,
     distributed: DistributedContext | None = None,
     resume: ResumeStore | None = None,
+    norm: str = "linf",
 ) -> EvalResult:
-    """Evaluate ``model`` on ``data`` under ``attacks`` at ``eps``, with an optional eps sweep.
+    """Evaluate ``model`` on ``data`` under ``attacks`` at ``eps`` in ``norm``, with an optional eps sweep.
 
     Args:
         model: a classifier on ``device`` taking ``(B, C, H, W)`` in [0, 1]; left unchanged.
         data: the evaluation split.
         attacks: the attacks, each run on every clean-correct sample.
-        eps: the budget ([0, 1] pixel scale), e.g. ``8 / 255``.
-        sweep: budgets for PGD-20 (one row each), plotted by :func:`plot_sweeps`.
+        eps: the budget in ``norm``: L-inf in [0, 1] pixel scale (``8 / 255``), L2 a
+            Euclidean radius in pixel space (``0.5``).
+        sweep: budgets for PGD-20 in ``norm`` (one row each), plotted by :func:`plot_sweeps`.
+        norm: ``linf`` or ``l2``: every attack (resolved in this norm,
+            :func:`~ades_core.evaluation.specs.resolve_attacks`), the sweep, the
+            masking checks and the ball check of every returned image.
         checks: the gradient-masking checks' settings, or ``None`` to skip them.
         seed: every attack run starts from this seed: deterministic results.
         precision: ``fp32`` (the default, whatever precision training used:
@@ -144,10 +154,20 @@ def evaluate(
     """
     if precision not in PRECISIONS:
         raise ValueError(f"evaluation precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
+    threat = NORMS.get(norm)
+    for budget in (eps, *sweep):
+        threat.check_budget(budget)
+    other = [spec.label for spec in attacks if spec.options.norm != norm]
+    if other:
+        raise ValueError(
+            f"attack(s) {', '.join(other)} were resolved in another norm than the evaluation's {norm}; "
+            f"resolve them with resolve_attacks(names, {norm!r})"
+        )
     with exact_float32():
         return _evaluate(
             model, data, attacks, eps, device=device, batch_size=batch_size, seed=seed, sweep=sweep, checks=checks,
             precision=precision, progress=progress, on_row=on_row, distributed=distributed, resume=resume,
+            norm=norm,
         )
 
 
@@ -167,6 +187,7 @@ def _evaluate(
     on_row: Callable[[AttackRow], None] | None,
     distributed: DistributedContext | None,
     resume: ResumeStore | None,
+    norm: str,
 ) -> EvalResult:
     autocast_dtype = PRECISIONS[precision]
     start = time.perf_counter()
@@ -184,16 +205,16 @@ def _evaluate(
 
         def run(spec: AttackSpec, budget: float, label: str) -> tuple[AttackRow, torch.Tensor]:
             attack = spec.build(autocast_dtype=autocast_dtype)
-            say(f"{label} at {format_eps(budget)} on {int(clean.sum())} clean-correct of {n}")
+            say(f"{label} at {norm} {format_eps(budget, norm)} on {int(clean.sum())} clean-correct of {n}")
             outcome = attack_outcome(
                 model, data, attack, budget, clean=clean, batch_size=batch_size, device=device,
                 seed=seed, autocast_dtype=autocast_dtype, distributed=distributed,
-                checkpoint=None if resume is None else resume.row(f"{label}@{budget!r}"),
+                checkpoint=None if resume is None else resume.row(f"{label}@{budget!r}"), norm=norm,
             )
             row = AttackRow(
                 name=label, eps=budget, n=n, clean_acc=clean_acc, robust_acc=outcome.accuracy,
                 seconds=outcome.seconds, robust_count=outcome.count, attacked=clean_count,
-                settings=spec.settings(attack), white_box=spec.white_box,
+                settings=spec.settings(attack), white_box=spec.white_box, norm=norm,
             )
             emit(row)
             return row, outcome.correct
@@ -214,15 +235,16 @@ def _evaluate(
                 robust_acc=worst_count / n if n else 0.0,
                 seconds=sum(r.seconds for r in rows), robust_count=worst_count, attacked=clean_count,
                 settings={"attacks": [r.name for r in rows]},
-                white_box=all(r.white_box for r in rows),
+                white_box=all(r.white_box for r in rows), norm=norm,
             )
             per_sample["worst-case"] = worst
             emit(worst_row)
 
         # A sweep point that repeats the main PGD-20 run (same seed, samples, budget) is reused.
-        reusable = {r.eps: r for r, spec in zip(rows, attacks) if spec == pgd_spec(20)}
+        sweep_spec = pgd_spec(20, norm=norm)
+        reusable = {r.eps: r for r, spec in zip(rows, attacks) if spec == sweep_spec}
         sweep_rows = [
-            reusable[budget] if budget in reusable else run(pgd_spec(20), budget, SWEEP_ATTACK)[0]
+            reusable[budget] if budget in reusable else run(sweep_spec, budget, SWEEP_ATTACK)[0]
             for budget in sorted(set(sweep))
         ]
 
@@ -234,9 +256,9 @@ def _evaluate(
             results = run_masking_checks(
                 model, data, eps, clean=clean, config=checks, batch_size=batch_size, device=device,
                 seed=seed, autocast_dtype=autocast_dtype, sweep=sweep_points, progress=say,
-                distributed=distributed, resume=resume,
+                distributed=distributed, resume=resume, norm=norm,
             )
     return EvalResult(
         n=n, eps=eps, clean_acc=clean_acc, seed=seed, precision=precision, attacks=rows, worst_case=worst_row,
-        sweep=sweep_rows, checks=results, seconds=time.perf_counter() - start, per_sample=per_sample,
+        sweep=sweep_rows, checks=results, seconds=time.perf_counter() - start, per_sample=per_sample, norm=norm,
     )

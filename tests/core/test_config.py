@@ -38,7 +38,8 @@ def test_defaults_are_the_paper_setting():
     assert config.optim.milestone_epochs() == [75, 90]
     assert config.attack.steps == 10 and config.attack.alpha == pytest.approx(2 / 255)
     assert config.data.batch_size == 128
-    assert config.eval.eps == pytest.approx(8 / 255) and config.eval.steps == 20
+    assert config.eval.eps is None and config.eval.steps == 20  # None: the norm's default
+    assert config.with_resolved_defaults().eval.eps == pytest.approx(8 / 255)
     assert config.cues.mc_samples == 3
 
 

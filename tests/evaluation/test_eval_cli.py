@@ -36,6 +36,9 @@ def test_eval_help_names_the_documented_options(runner):
         (["--attack", "pgd20,pgd20"], "more than once: pgd20"),
         (["--eps", "9/0"], "not a number or a fraction like 8/255"),
         (["--eps-sweep", "4/255,2"], "outside [0, 1]"),
+        (["--norm", "l2", "--attack", "pgd20,autoattack-torchattacks"], "supports norm(s) linf, not l2; "),
+        (["--norm", "l2", "--eps", "-0.5"], "is outside [0, 1] (pixel scale: 8/255 = 0.0314) and not an L2 radius"),
+        (["--norm", "l1"], "'l1' is not one of 'linf', 'l2'"),
         (["--plot", "x.png"], "--plot needs --eps-sweep"),
     ],
 )
@@ -94,7 +97,7 @@ def test_eval_compare_and_plot_a_real_run(runner, tiny_run, tmp_path):
     assert compared.exit_code == 0, compared.output
     assert "pgd-at" in compared.output and "PGD-20" in compared.output
     table = markdown.read_text()
-    assert "| method | run | clean | PGD-20 | CW | AutoAttack | worst-case | n | s/epoch | checks |" in table
+    assert "| method | run | norm, eps | clean | PGD-20 | CW | AutoAttack | worst-case | n | s/epoch | checks |" in table
     assert table.count("| pgd-at |") == 2
 
     plotted = runner.invoke(cli, ["plot", "sweep", str(tiny_run), str(tmp_path / "again.json"), "--label", "a",
