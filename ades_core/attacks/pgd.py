@@ -12,7 +12,7 @@ from ades_core.attacks.breaking import BreakingRadius
 from ades_core.attacks.gradients import loss_input_gradient
 from ades_core.attacks.losses import cw_margin
 from ades_core.config import AttackOptions
-from ades_core.model_mode import autocast_for, eval_mode
+from ades_core.model_mode import ATTACK_BN_MODES, attack_mode, autocast_for
 from ades_core.registries import ATTACK_LOSSES, ATTACKS
 
 
@@ -83,6 +83,10 @@ class PGD:
             losses), not target probabilities. Off for training attacks, whose
             result is the last iterate. Costs one forward pass and one
             image-sized buffer more; no host-device sync.
+        bn_mode: the model's BatchNorm mode during the attack's passes, ``eval``
+            (running statistics) or ``train`` (batch statistics, the model's
+            other layers in train mode); running statistics are never updated
+            (:func:`~ades_core.model_mode.attack_mode`).
     """
 
     accepts_start = True  # __call__ takes start= and start_grad= (shared cue computation)
@@ -100,6 +104,7 @@ class PGD:
         start_noise: str = "uniform",
         normal_std: float = 1e-3,
         keep_broken: bool = False,
+        bn_mode: str = "eval",
     ) -> None:
         if steps < 1:
             raise ValueError(f"PGD steps must be >= 1, got {steps}")
@@ -107,6 +112,8 @@ class PGD:
             raise ValueError(f"PGD step size alpha must be positive, got {alpha}")
         if start_noise not in self.START_NOISES:
             raise ValueError(f"PGD start_noise {start_noise!r} is not one of: {', '.join(self.START_NOISES)}")
+        if bn_mode not in ATTACK_BN_MODES:
+            raise ValueError(f"PGD bn_mode {bn_mode!r} is not one of: {', '.join(ATTACK_BN_MODES)}")
         if not normal_std >= 0:
             raise ValueError(f"PGD normal_std must be >= 0, got {normal_std}")
         self.steps = steps
@@ -119,6 +126,7 @@ class PGD:
         self.loss_fn = ATTACK_LOSSES.get(loss) if isinstance(loss, str) else loss
         self.autocast_dtype = autocast_dtype
         self.keep_broken = bool(keep_broken)
+        self.bn_mode = bn_mode
 
     def settings(self) -> dict[str, Any]:
         """What an evaluation report records beyond the attack's options."""
@@ -135,6 +143,7 @@ class PGD:
             "start_noise": self.start_noise,
             "normal_std": self.normal_std,
             "keep_broken": self.keep_broken,
+            "bn_mode": self.bn_mode,
         }
         unknown = sorted(set(changes) - set(settings))
         if unknown:
@@ -209,7 +218,7 @@ class PGD:
         if self.keep_broken:
             kept = x_adv.clone()  # per sample, the most misclassified iterate forwarded so far
             worst = torch.full((x.shape[0],), -torch.inf, device=x.device)  # its CW margin
-        with eval_mode(model):
+        with attack_mode(model, self.bn_mode):
             for _ in range(self.steps):
                 if grad is None:
                     grad, logits = loss_input_gradient(
@@ -239,4 +248,5 @@ def pgd_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | None = N
         loss=options.loss,
         autocast_dtype=autocast_dtype,
         keep_broken=options.keep_broken,
+        bn_mode=options.bn,
     )

@@ -3,7 +3,8 @@
 Registry metadata: ``scheduler`` (the scheduler used unless the config names
 one), ``uses_cues`` (whether cues are computed), ``learnable`` (whether the
 scheduler must be learnable), ``takes_loss`` (accepts ``DefenseOptions.loss``),
-``loss`` (the outer loss it fixes), ``awp`` (combines with AWP); see
+``loss`` (the outer loss it fixes), ``awp`` (combines with AWP), ``attack_bn`` (False: runs its own attack, which
+ignores ``AttackOptions.bn``); see
 :func:`check_defense_options`.
 """
 
@@ -99,6 +100,7 @@ DEFENSES.register(
     paper="Shafahi et al., NeurIPS 2019 (Adversarial training for free!)",
     scheduler="fixed",
     uses_cues=False,
+    attack_bn=False,
 )
 DEFENSES.register(
     "mma",
@@ -108,6 +110,7 @@ DEFENSES.register(
     scheduler="fixed",
     uses_cues=False,
     budget_note="per-sample eps at each sample's margin, capped by --mma-max-eps",
+    attack_bn=False,
 )
 DEFENSES.register(
     "iaat",
@@ -117,6 +120,7 @@ DEFENSES.register(
     scheduler="fixed",
     uses_cues=False,
     budget_note="per-sample eps adapted across epochs by IAAT's rule",
+    attack_bn=False,
 )
 DEFENSES.register(
     "cat",
