@@ -334,6 +334,7 @@ class Trainer:
             if step <= done:
                 continue  # drawn with its augmentation randomness; trained on before the interruption
             for _ in range(replays):
+                lr = setup.optimizer.param_groups[0]["lr"]  # a host float: the rate of this epoch's last step
                 out, finite = self._update(model, x, y, idx, defense_params)
                 stats.update(out, y, finite, step)
                 self.telemetry.update(out, idx, finite)
