@@ -472,10 +472,13 @@ def compare_command(paths: tuple[Path, ...], markdown_path: Path | None, json_ou
         click.echo(json.dumps(as_dicts(rows), indent=2))
     else:
         table = Table(show_edge=False)
-        for key, title in COLUMNS:
+        # the weights column only when some row is not a run's last weights (the Markdown keeps it)
+        shown = [(key, title) for key, title in COLUMNS
+                 if key != "weights" or any(cell(row, "weights") not in ("last", "—") for row in rows)]
+        for key, title in shown:
             table.add_column(title, justify="left" if key in ("method", "run") else "right")
         for row in rows:
-            table.add_row(*(cell(row, key) for key, _ in COLUMNS))
+            table.add_row(*(cell(row, key) for key, _ in shown))
         console = Console()
         console.print(table)
         for note in [*worst_case_notes(rows), *check_notes(rows)]:
