@@ -165,7 +165,7 @@ def eval_command(
     precision: str = "fp32",
     resume: bool = False,
     arch: str | None = None,
-    weights: Path | None = None,
+    weights: str | None = None,
     num_classes: int | None = None,
     mean: tuple[str, ...] | None = None,
     std: tuple[str, ...] | None = None,
@@ -186,6 +186,11 @@ def eval_command(
       ades eval runs/ades-l2 --norm l2 --attack pgd20,cw,autoattack --eps 0.5 \\
                 --eps-sweep 0.25,0.5,0.75,1.0
 
+    A run's best (--val-split) or averaged (--ema) weights, reported beside
+    the last (model-best.eval.json, model-ema.eval.json; `ades compare RUN`
+    shows each with its weights):
+      ades eval runs/ades --weights best
+
     \b
     On several GPUs (the test set is sharded over the ranks; the numbers are
     those of one process; rank 0 writes the report; see docs/distributed.md):
@@ -201,6 +206,7 @@ def eval_command(
 
     if plot_path is not None and not eps_sweep:
         raise click.UsageError("--plot needs --eps-sweep (the plot shows robust accuracy against eps)")
+    run_weights = str(weights) if model_path is not None and weights is not None else "last"
     external = external_request(
         model_path, arch=arch, weights=weights, num_classes=num_classes, mean=mean, std=std,
         dataset=dataset, data_dir=data_dir,
@@ -214,7 +220,7 @@ def eval_command(
             dist, model_path, attacks=attacks, eps=eps, eps_sweep=eps_sweep, n=n, batch_size=batch_size,
             device=device, seed=seed, dataset=dataset, data_dir=data_dir, image_size=image_size, checks=checks,
             check_n=check_n, out=out, plot_path=plot_path, threads=threads, quiet=quiet,
-            order=order, external=external, precision=precision, resume=resume, norm=norm,
+            order=order, external=external, precision=precision, resume=resume, norm=norm, run_weights=run_weights,
         )
     except BaseException as exc:
         if dist is not None and dist.world_size > 1:
@@ -331,6 +337,7 @@ def _evaluate_and_report(
     precision: str = "fp32",
     resume: bool = False,
     norm: str | None = None,
+    run_weights: str = "last",
 ) -> None:
     """``ades eval`` on every rank (``dist``: the torchrun context or ``None``); rank 0 writes and prints.
 
@@ -360,7 +367,7 @@ def _evaluate_and_report(
             spec.build()
         torch_device = resolve_device(device) if dist is None else dist.device
         if external is None:
-            info = describe_run(model_path)
+            info = describe_run(model_path, run_weights)
         else:
             from ades_core.evaluation.external import load_external_model
 
@@ -376,7 +383,8 @@ def _evaluate_and_report(
     world_size = 1 if dist is None else dist.world_size
     trained = f", trained in {trained_norm}" if trained_norm and trained_norm != norm else ""
     console.print(
-        f"[bold]ades eval[/bold] {info.model_file} ({info.defense or 'model'}, {info.backbone or '?'}{trained}) on "
+        f"[bold]ades eval[/bold] {info.model_file} ({info.defense or 'model'}, {info.backbone or '?'}{trained}"
+        f"{f', {info.weights} weights' if info.weights else ''}) on "
         f"{source.n} {source.dataset} test images, norm {norm}, eps {format_eps(eps, norm)}, "
         f"attacks {', '.join(s.label for s in specs)}"
         f"{', sweep ' + ','.join(format_eps(e, norm) for e in eps_sweep) if eps_sweep else ''}, device {torch_device}"
@@ -464,10 +472,13 @@ def compare_command(paths: tuple[Path, ...], markdown_path: Path | None, json_ou
         click.echo(json.dumps(as_dicts(rows), indent=2))
     else:
         table = Table(show_edge=False)
-        for key, title in COLUMNS:
+        # the weights column only when some row is not a run's last weights (the Markdown keeps it)
+        shown = [(key, title) for key, title in COLUMNS
+                 if key != "weights" or any(cell(row, "weights") not in ("last", "—") for row in rows)]
+        for key, title in shown:
             table.add_column(title, justify="left" if key in ("method", "run") else "right")
         for row in rows:
-            table.add_row(*(cell(row, key) for key, _ in COLUMNS))
+            table.add_row(*(cell(row, key) for key, _ in shown))
         console = Console()
         console.print(table)
         for note in [*worst_case_notes(rows), *check_notes(rows)]:

@@ -18,6 +18,9 @@ from ades_cli.options import COMMA_LIST
 
 EXTERNAL_OPTIONS = ("--arch", "--weights", "--num-classes", "--mean", "--std")
 
+RUN_WEIGHTS = ("last", "best", "ema")
+"""``--weights`` with a run folder: which of its model files (``ades_core.engine.checkpoint.WEIGHT_FILES``)."""
+
 
 def external_model_options(fn):
     """The options of a model ades did not train, for ``ades eval``."""
@@ -26,8 +29,10 @@ def external_model_options(fn):
                      help="Evaluate a model ades did not train: a timm model name (resnet18, ades_wrn34_10, ...) "
                           "or package.module:factory, called as factory(num_classes=K). Needs --weights, "
                           "--num-classes, --dataset and --data-dir."),
-        click.option("--weights", type=click.Path(path_type=Path), default=None,
-                     help="Its weights: .safetensors, or a .pt/.pth state_dict (read with weights_only=True)."),
+        click.option("--weights", default=None,
+                     help="With RUN_DIR: which of the run's weights, last (model.safetensors, default), best "
+                          "(model-best.safetensors, --val-split) or ema (model-ema.safetensors, --ema). With --arch: "
+                          "the model's weights, .safetensors or a .pt/.pth state_dict (read with weights_only=True)."),
         click.option("--num-classes", type=click.IntRange(min=1), default=None,
                      help="Its number of classes (must match the classifier in --weights)."),
         click.option("--mean", type=COMMA_LIST, default=None,
@@ -45,7 +50,7 @@ def external_request(
     model_path: Path | None,
     *,
     arch: str | None,
-    weights: Path | None,
+    weights: str | Path | None,
     num_classes: int | None,
     mean: tuple[str, ...] | None,
     std: tuple[str, ...] | None,
@@ -60,6 +65,13 @@ def external_request(
             run, or a model from elsewhere without ``--num-classes``,
             ``--dataset`` or ``--data-dir``.
     """
+    if model_path is not None and weights is not None and str(weights) not in RUN_WEIGHTS and arch is None:
+        raise click.UsageError(
+            f"--weights {weights} with RUN_DIR_OR_MODEL must be one of {', '.join(RUN_WEIGHTS)} "
+            "(which of the run's weights); a weights file of a model ades did not train needs --arch"
+        )
+    if model_path is not None and str(weights) in RUN_WEIGHTS:
+        weights = None  # a choice among the run's files, not a model from elsewhere
     given = [name for name, value in zip(EXTERNAL_OPTIONS, (arch, weights, num_classes, mean, std)) if value is not None]
     if model_path is not None:
         if given:
@@ -83,4 +95,4 @@ def external_request(
         raise click.UsageError(
             f"a model ades did not train records no data: --arch needs {', '.join(missing)}"
         )
-    return {"arch": arch, "weights": weights, "num_classes": num_classes, "mean": mean, "std": std}
+    return {"arch": arch, "weights": Path(weights), "num_classes": num_classes, "mean": mean, "std": std}

@@ -129,6 +129,16 @@ RUN_OPTION_FIELDS: dict[str, tuple[str | None, str]] = {
     "iaat_max_eps": ("defense_options", "iaat_max_eps"),
     "cat_ramp": ("defense_options", "cat_ramp"),
     "cat_steps": ("defense_options", "cat_steps"),
+    "mma_margin": ("defense_options", "mma_margin"),
+    "attack_bn": ("attack", "bn"),
+    "lr_schedule": ("optim", "schedule"),
+    "lr_warmup": ("optim", "warmup"),
+    "val_split": ("val", "split"),
+    "early_stop_drop": ("val", "early_stop_drop"),
+    "ema": ("ema", "decay"),
+    "ema_warmup": ("ema", "warmup"),
+    "ema_buffers": ("ema", "buffers"),
+    "tensorboard": ("logging", "tensorboard"),
 }
 
 

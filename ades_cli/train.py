@@ -16,6 +16,9 @@ from ades_cli.options import (
     overrides_from_options,
 )
 
+PRESET_NAMES = ("paper", "quick", "fast-at", "free-at", "awp-at", "awp-trades", "mma")
+"""The names of ``ades_core.presets.PRESETS`` (written out so ``ades --help`` imports no torch; a test keeps them equal)."""
+
 # Errors a user can cause with a bad option or file: shown as one line, exit 1.
 _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, TypeError, FileNotFoundError)
 
@@ -42,7 +45,9 @@ def _warn_plugin_failures() -> None:
 def _run_options(fn):
     """The options of ``ades run``; every one defaults to "not given" so presets apply."""
     options = [
-        click.option("--preset", type=click.Choice(["paper", "quick"]), help="Start from a named setting; explicit options override it."),
+        click.option("--preset", type=click.Choice(PRESET_NAMES), help="Start from a named setting or a defense's own recipe (fast-at, free-at, awp-at, awp-trades, mma; docs/defenses.md); --config and explicit options override it."),
+        click.option("--config", "config_file", type=click.Path(path_type=Path), help="A TOML or JSON file of config sections (as --print-config writes); over --preset, under explicit options."),
+        click.option("--print-config", is_flag=True, help="Write the resolved config as TOML to stdout and exit (a file to start from with --config)."),
         click.option("--defense", help="Training method: ades, pgd-at, static-des, trades, mart, mma, free-at, fast-at, iaat, cat (see `ades list`)."),
         click.option("--cue", type=COMMA_LIST, help="Comma-separated cues, e.g. grad,entropy,mcdropout."),
         click.option("--backbone", help="ades_* or any timm model name, e.g. ades_wrn34_10, ades_cnn_small."),
@@ -54,7 +59,9 @@ def _run_options(fn):
         click.option("--image-size", type=int, help="Resize image-folder images to this square size."),
         click.option("--epochs", type=int, help="Training epochs."),
         click.option("--batch-size", type=int, help="Training batch size."),
-        click.option("--lr", type=float, help="SGD learning rate (decayed x0.1 at 75% and 90% of the epochs)."),
+        click.option("--lr", type=float, help="SGD learning rate (the peak of cosine, one-cycle and cyclic schedules)."),
+        click.option("--lr-schedule", help="multistep (x0.1 at 75% and 90% of the epochs, per epoch), cosine, one-cycle or cyclic (per iteration)."),
+        click.option("--lr-warmup", type=float, help="one-cycle, cyclic: the fraction of the iterations over which the rate rises (default 0.5)."),
         click.option("--momentum", type=float, help="SGD momentum."),
         click.option("--weight-decay", type=float, help="SGD weight decay."),
         click.option("--norm", type=click.Choice(["linf", "l2"]), help="Threat model of training and of the held-out check: linf (budgets in [0, 1] pixel scale, 8/255) or l2 (a Euclidean radius in pixel space, 0.5); default linf."),
@@ -64,6 +71,7 @@ def _run_options(fn):
         click.option("--steps", type=int, help="PGD steps during training."),
         click.option("--alpha", type=EPS, help="PGD step size in the norm's units, e.g. 2/255 (default: 2/255 for linf, 2.5 * eps_i / steps per sample for l2)."),
         click.option("--attack-loss", help="Loss the training attack maximises: ce or cw."),
+        click.option("--attack-bn", type=click.Choice(["eval", "train"]), help="BatchNorm mode while the training attack runs: eval (running statistics, TRADES/MART) or train (batch statistics, Madry/Rice/Wong); running statistics are never updated by attacks."),
         click.option("--loss", help="Outer training loss of pgd-at, static-des, ades: ce, trades or mart (per-sample budgets inside TRADES/MART)."),
         click.option("--beta", type=float, help="Weight of the TRADES/MART robustness term (default 6)."),
         click.option("--awp/--no-awp", "awp", default=None, help="Adversarial weight perturbation (pgd-at, trades, mart, ades)."),
@@ -93,6 +101,7 @@ def _run_options(fn):
         click.option("--mma-min-eps", type=EPS, help="mma: smallest radius a margin search starts from (default 0.005)."),
         click.option("--mma-clean-weight", type=float, help="mma: weight of the clean cross-entropy (default 1/3; 0 is OMMA)."),
         click.option("--mma-search-steps", type=int, help="mma: bisection steps of the margin search (default 10)."),
+        click.option("--mma-margin", type=click.Choice(["hard", "soft"]), help="mma: the bisection's flipped test, the logit margin (hard, default) or the log-sum-exp margin of the authors' code (soft)."),
         click.option("--iaat-warmup", type=int, help="iaat: epochs at the fixed --eps before per-sample budgets adapt (default 10)."),
         click.option("--iaat-gamma", type=EPS, help="iaat: step of the per-sample budget per visit (default 1.9/255 for linf, eps * 1.9/8 for l2)."),
         click.option("--iaat-beta", type=float, help="iaat: weight of the new budget in the running average (default 0.1)."),
@@ -103,6 +112,12 @@ def _run_options(fn):
         click.option("--eval-steps", type=int, help="Steps of the per-epoch held-out PGD check."),
         click.option("--eval-every", type=int, help="Evaluate every N epochs (and always after the last)."),
         click.option("--eval-batch-size", type=int, help="Batch size of the held-out check."),
+        click.option("--val-split", type=int, help="Hold out N training images (fixed by --seed, never augmented); their clean and PGD accuracy every --eval-every epochs choose model-best.safetensors."),
+        click.option("--early-stop-drop", type=float, help="Stop when the validation PGD accuracy falls more than this fraction below its best (0.2: catastrophic overfitting); needs --val-split."),
+        click.option("--ema", type=float, help="Keep an exponential moving average of the weights with this decay, e.g. 0.999 (model-ema.safetensors)."),
+        click.option("--ema-warmup/--no-ema-warmup", "ema_warmup", default=None, help="EMA decay min(decay, (1+t)/(10+t)) at update t (default on)."),
+        click.option("--ema-buffers", type=click.Choice(["average", "copy"]), help="EMA of BatchNorm running statistics: averaged like the weights (default) or copied."),
+        click.option("--tensorboard/--no-tensorboard", "tensorboard", default=None, help="Also write TensorBoard events to RUN/tensorboard (pip install 'ades[tensorboard]')."),
         click.option("--train-subset", type=int, help="Train on this many random training images."),
         click.option("--test-subset", type=int, help="Evaluate on this many random test images."),
         click.option("--seed", type=int, help="Seed of every random choice."),
@@ -123,13 +138,39 @@ def _run_options(fn):
     return fn
 
 
-def config_from_options(preset: str | None, options: dict[str, Any]):
-    """Defaults <- preset <- explicit options, validated into a RunConfig."""
+def config_from_options(preset: str | None, options: dict[str, Any], config_file: Path | None = None):
+    """Defaults <- preset <- config file <- explicit options, validated into a RunConfig."""
+    from ades_cli.config_file import read_config_file
     from ades_core import RunConfig
     from ades_core.presets import PRESETS, merge
 
-    raw = merge(PRESETS[preset] if preset else {}, overrides_from_options(options))
+    raw = PRESETS[preset] if preset else {}
+    if config_file is not None:
+        raw = merge(raw, read_config_file(config_file))
+    raw = merge(raw, overrides_from_options(options))
     return RunConfig.from_dict(raw)
+
+
+def _print_config(config: Any, preset: str | None, config_file: Path | None) -> None:
+    from ades_cli.config_file import to_toml
+
+    made_from = ", ".join(
+        part for part in (f"--preset {preset}" if preset else "", f"--config {config_file}" if config_file else "") if part
+    )
+    header = f"ades run config{f' (from {made_from} and the options given)' if made_from else ''}; start from it with --config FILE"
+    click.echo(to_toml(config.to_dict(), header=header), nl=False)
+
+
+def _say_recipe(preset: str | None, console: Console) -> None:
+    """The recipe a defense's preset follows, and what still differs, before the run starts."""
+    from ades_core.recipes import recipe_for_preset
+
+    recipe = recipe_for_preset(preset)
+    if recipe is None:
+        return
+    console.print(recipe.describe(), highlight=False, soft_wrap=True)
+    for deviation in recipe.deviations:
+        console.print(f"  differs: {deviation}", highlight=False, soft_wrap=True)
 
 
 def _resumed_config(resume: Path, preset: str | None, out: Path | None, overwrite: bool, options: dict[str, Any]):
@@ -160,7 +201,14 @@ def _resumed_config(resume: Path, preset: str | None, out: Path | None, overwrit
 @click.command("run")
 @_run_options
 def run(
-    preset: str | None, out: Path | None, overwrite: bool, resume: Path | None, quiet: bool, **options: Any
+    preset: str | None,
+    config_file: Path | None,
+    print_config: bool,
+    out: Path | None,
+    overwrite: bool,
+    resume: Path | None,
+    quiet: bool,
+    **options: Any,
 ) -> None:
     """Train a model with adversarial training and write its run folder.
 
@@ -168,6 +216,11 @@ def run(
     steps); `ades run --resume DIR` continues an interrupted run. On --resume
     only --device, --data-dir, --download, --log-every, --checkpoint-every and
     --on-nonfinite may differ from the run's config.json.
+
+    \b
+    `--config FILE` (TOML or JSON) sets any config field; `--print-config`
+    writes the resolved config to start from. Outside a terminal (a batch
+    job's log) each epoch is one plain line.
 
     \b
     Example (CPU, minutes):
@@ -186,19 +239,29 @@ def run(
             "--resume is not supported under torchrun; resume in one process (ades run --resume DIR) or start again"
         )
     _warn_plugin_failures()
+    if resume is not None and (config_file is not None or print_config):
+        raise click.UsageError("--config and --print-config cannot be combined with --resume: the run's config.json fixes its setting")
     try:
+        if print_config:
+            _print_config(config_from_options(preset, options, config_file), preset, config_file)
+            return
         if resume is not None:
             config = _resumed_config(resume, preset, out, overwrite, options)
             out = Path(resume)
         else:
-            config = config_from_options(preset, options)
+            config = config_from_options(preset, options, config_file)
             out = out or Path("runs") / f"{config.defense}-{config.model.backbone}-seed{config.seed}"
+        if config.logging.tensorboard:
+            from ades_core.engine.tensorboard import check_available
+
+            check_available()  # before anything is built or written
         dist = init_from_env(config.device)
         main_rank = dist is None or dist.is_main
         if resume is None and main_rank:
             check_new_run(out, config, overwrite=overwrite)  # reads only: refused before anything is built
     except _USER_ERRORS as exc:
         raise _fail(exc) from None
+    _say_recipe(preset, Console(stderr=True, quiet=quiet or not main_rank))
     try:
         _train(config, out, overwrite=overwrite, resume=resume, quiet=quiet or not main_rank, main_rank=main_rank)
     finally:
@@ -231,6 +294,7 @@ def _train(config: Any, out: Path, *, overwrite: bool, resume: Path | None, quie
         f"norm {norm}, {budget_text}, PGD-{config.attack.steps} alpha {alpha_text}, "
         f"{config.optim.epochs} epochs -> {out}",
         highlight=False,
+        soft_wrap=True,
     )
     try:
         setup = ades_core.build(config)

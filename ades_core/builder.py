@@ -31,7 +31,9 @@ from ades_core.distributed import (
     broadcast_module,
     convert_sync_batchnorm,
 )
+from ades_core.data.validation_split import hold_out
 from ades_core.engine.checkpoint import ModelSpec
+from ades_core.engine.lr_schedules import build_lr_schedule, per_iteration
 from ades_core.engine.setup import TrainingSetup
 from ades_core.protocols import (
     BudgetedAttack,
@@ -278,6 +280,11 @@ def build(config: RunConfig) -> TrainingSetup:
             image_size=data_cfg.image_size,
         ),
     )
+    val_data = None
+    if config.val.split:  # held out of the loaded training images, from the seed alone
+        held = hold_out(data.train, config.val.split, config.seed)
+        data = attrs.evolve(data, train=held.train)
+        val_data = held.val
     spec = ModelSpec(
         backbone=config.model.backbone,
         num_classes=data.num_classes,
@@ -300,12 +307,9 @@ def build(config: RunConfig) -> TrainingSetup:
     train_model = model if dist is None else _wrap_ddp(model, defense, dist)
     # a defense that replays each minibatch m times (free-at) trains ceil(epochs / m) passes
     passes = training_passes(config.optim.epochs, replays_of(defense))
-    optim = attrs.evolve(config.optim, epochs=passes)  # the LR milestones scale with the passes
+    optim = config.optim
     optimizer = torch.optim.SGD(
         model.parameters(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
-    )
-    lr_schedule = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=optim.milestone_epochs(), gamma=optim.gamma
     )
     defense_params = [p for p in defense.parameters() if p.requires_grad]
     # capturable on CUDA keeps Adam's step counters on the device, so the non-finite guard
@@ -332,6 +336,10 @@ def build(config: RunConfig) -> TrainingSetup:
         raise BuildError(
             f"{len(data.train)} training images make no full global batch of {data_cfg.batch_size}"
         )
+    # the schedule spans the passes (milestones scale with them); per-iteration schedules
+    # count every optimiser step, a replaying defense's replays included
+    replays = replays_of(defense)
+    lr_schedule = build_lr_schedule(optimizer, optim, epochs=passes, steps_per_epoch=len(train_loader) * replays)
     eval_attack = ATTACKS.build(
         "pgd",
         # a held-out sample counts as broken if any PGD iterate broke it, as in `ades eval`
@@ -354,6 +362,9 @@ def build(config: RunConfig) -> TrainingSetup:
         "num_classes": data.num_classes,
         "classes": list(data.train.classes),
         "train_size": len(data.train),
+        "val_size": 0 if val_data is None else len(val_data),
+        "lr_schedule": optim.schedule,
+        "lr_per_iteration": per_iteration(optim),
         "test_size": len(data.test),
         "mean": list(data.mean),
         "std": list(data.std),
@@ -376,6 +387,8 @@ def build(config: RunConfig) -> TrainingSetup:
         grad_scaler=grad_scaler,
         train_loader=train_loader,
         test_data=data.test,
+        val_data=val_data,
+        lr_per_iteration=per_iteration(optim),
         eval_attack=eval_attack,
         epochs=passes,
         dist=dist,

@@ -31,6 +31,42 @@ def eval_mode(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
     return module_modes(model, False)
 
 
+@contextlib.contextmanager
+def batch_statistics_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Train mode inside, with every BatchNorm layer normalising by its batch's statistics and
+    never updating its running statistics (nor ``num_batches_tracked``); exact restore after.
+
+    BatchNorm in train mode with ``track_running_stats`` off uses the batch's
+    mean and variance and leaves its buffers alone, which is what an attack
+    crafted "in train mode" (Madry et al.'s, Rice et al.'s, Wong et al.'s
+    code) needs without the attack's passes moving the statistics.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    tracked = [m.track_running_stats for m in norms]
+    try:
+        with module_modes(model, True):
+            for module in norms:
+                module.track_running_stats = False
+            yield model
+    finally:
+        for module, flag in zip(norms, tracked):
+            module.track_running_stats = flag
+
+
+ATTACK_BN_MODES: tuple[str, ...] = ("eval", "train")
+"""The BatchNorm mode of a training attack's passes (``AttackOptions.bn``)."""
+
+
+def attack_mode(model: nn.Module, bn: str) -> contextlib.AbstractContextManager[nn.Module]:
+    """The mode an attack's passes run in: :func:`eval_mode` (``"eval"``) or
+    :func:`batch_statistics_mode` (``"train"``); running statistics never change in either."""
+    if bn == "eval":
+        return eval_mode(model)
+    if bn == "train":
+        return batch_statistics_mode(model)
+    raise ValueError(f"attack BN mode {bn!r} is not one of: {', '.join(ATTACK_BN_MODES)}")
+
+
 def autocast_for(x: Tensor, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """``torch.autocast`` on ``x``'s device type when ``dtype`` is given, else a no-op."""
     if dtype is None:

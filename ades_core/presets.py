@@ -5,11 +5,15 @@
   on one GPU.
 * ``quick``: the small CNN on a 2,000-image train subset and 500 test images,
   3 epochs of PGD-5: minutes on a 2-core CPU; for trying things, not results.
+* each defense's own recipe (``fast-at``, ``free-at``, ``awp-at``, ``awp-trades``,
+  ``mma``): :mod:`ades_core.recipes`, with its source and remaining deviations.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from ades_core.recipes import RECIPES
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
@@ -26,6 +30,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optim": {"epochs": 3},
         "eval": {"steps": 20},
     },
+    **{name: recipe.config for name, recipe in RECIPES.items()},
 }
 
 

@@ -32,3 +32,9 @@ DATASETS: Registry = Registry("dataset")
 """name -> ``factory(request: DataRequest) -> DatasetSplits``; optional meta ``test_split``:
 ``loader(request: DataRequest) -> ImageTensors``, the test split alone (reading no training
 data), used by evaluation; without it the factory loads everything."""
+
+LR_SCHEDULES: Registry = Registry("learning-rate schedule")
+"""name -> ``factory(optimizer, optim: OptimConfig, *, epochs: int, steps_per_epoch: int) ->
+torch.optim.lr_scheduler.LRScheduler``; meta ``per_iteration``: stepped after every optimiser
+step (True) or after every epoch (False). ``epochs`` are passes over the data; ``steps_per_epoch``
+counts optimiser steps per pass (batches times a replaying defense's replays)."""

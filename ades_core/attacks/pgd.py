@@ -12,7 +12,7 @@ from ades_core.attacks.breaking import BreakingRadius
 from ades_core.attacks.gradients import loss_input_gradient
 from ades_core.attacks.losses import cw_margin
 from ades_core.config import AttackOptions
-from ades_core.model_mode import autocast_for, eval_mode
+from ades_core.model_mode import ATTACK_BN_MODES, attack_mode, autocast_for
 from ades_core.norms import NORMS, step_size
 from ades_core.registries import ATTACK_LOSSES, ATTACKS
 
@@ -100,6 +100,10 @@ class PGD:
             losses), not target probabilities. Off for training attacks, whose
             result is the last iterate. Costs one forward pass and one
             image-sized buffer more; no host-device sync.
+        bn_mode: the model's BatchNorm mode during the attack's passes, ``eval``
+            (running statistics) or ``train`` (batch statistics, the model's
+            other layers in train mode); running statistics are never updated
+            (:func:`~ades_core.model_mode.attack_mode`).
     """
 
     records_breaking = True  # __call__ takes breaking= (a BreakingRadius shown its iterates)
@@ -117,6 +121,7 @@ class PGD:
         start_noise: str = "uniform",
         normal_std: float = 1e-3,
         keep_broken: bool = False,
+        bn_mode: str = "eval",
     ) -> None:
         if steps < 1:
             raise ValueError(f"PGD steps must be >= 1, got {steps}")
@@ -124,6 +129,8 @@ class PGD:
             raise ValueError(f"PGD step size alpha must be positive (or None: 2.5 * eps / steps), got {alpha}")
         if start_noise not in self.START_NOISES:
             raise ValueError(f"PGD start_noise {start_noise!r} is not one of: {', '.join(self.START_NOISES)}")
+        if bn_mode not in ATTACK_BN_MODES:
+            raise ValueError(f"PGD bn_mode {bn_mode!r} is not one of: {', '.join(ATTACK_BN_MODES)}")
         if not normal_std >= 0:
             raise ValueError(f"PGD normal_std must be >= 0, got {normal_std}")
         self.steps = steps
@@ -137,6 +144,7 @@ class PGD:
         self.loss_fn = ATTACK_LOSSES.get(loss) if isinstance(loss, str) else loss
         self.autocast_dtype = autocast_dtype
         self.keep_broken = bool(keep_broken)
+        self.bn_mode = bn_mode
 
     def settings(self) -> dict[str, Any]:
         """What an evaluation report records beyond the attack's options."""
@@ -154,6 +162,7 @@ class PGD:
             "start_noise": self.start_noise,
             "normal_std": self.normal_std,
             "keep_broken": self.keep_broken,
+            "bn_mode": self.bn_mode,
         }
         unknown = sorted(set(changes) - set(settings))
         if unknown:
@@ -229,7 +238,7 @@ class PGD:
         if self.keep_broken:
             kept = x_adv.clone()  # per sample, the most misclassified iterate forwarded so far
             worst = torch.full((x.shape[0],), -torch.inf, device=x.device)  # its CW margin
-        with eval_mode(model):
+        with attack_mode(model, self.bn_mode):
             for _ in range(self.steps):
                 if grad is None:
                     grad, logits = loss_input_gradient(
@@ -262,4 +271,5 @@ def pgd_attack(options: AttackOptions, *, autocast_dtype: torch.dtype | None = N
         loss=options.loss,
         autocast_dtype=autocast_dtype,
         keep_broken=options.keep_broken,
+        bn_mode=options.bn,
     )

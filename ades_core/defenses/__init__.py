@@ -6,7 +6,7 @@ scheduler must be learnable), ``takes_loss`` (accepts ``DefenseOptions.loss``),
 ``loss`` (the outer loss it fixes), ``awp`` (combines with AWP); see
 :func:`check_defense_options`; ``norms`` (the norms it trains in, every one in
 :data:`~ades_core.norms.NORMS` when absent) and ``norm_note`` (why not the
-others), checked by :meth:`~ades_core.config.RunConfig.check_budgets`.
+others), checked by :meth:`~ades_core.config.RunConfig.check_budgets`. ``attack_bn`` (False: runs its own attack, which ignores ``AttackOptions.bn``).
 """
 
 from ades_core.defenses.budgeted import (
@@ -111,6 +111,7 @@ DEFENSES.register(
         "Shafahi et al.'s method carries one FGSM sign-step delta across replays, an L-inf "
         "construction; its L2 form is unpublished and unvalidated (train L2 with pgd-at)"
     ),
+    attack_bn=False,
 )
 DEFENSES.register(
     "mma",
@@ -120,6 +121,7 @@ DEFENSES.register(
     scheduler="fixed",
     uses_cues=False,
     budget_note="per-sample eps at each sample's margin, capped by --mma-max-eps",
+    attack_bn=False,
 )
 DEFENSES.register(
     "iaat",
@@ -129,6 +131,7 @@ DEFENSES.register(
     scheduler="fixed",
     uses_cues=False,
     budget_note="per-sample eps adapted across epochs by IAAT's rule",
+    attack_bn=False,
 )
 DEFENSES.register(
     "cat",

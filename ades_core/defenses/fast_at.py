@@ -42,6 +42,7 @@ def fast_at_attack(parts: DefenseParts) -> PGD:
         start_noise="uniform",
         loss=parts.attack_options.loss,
         autocast_dtype=parts.autocast_dtype,
+        bn_mode=parts.attack_options.bn,
     )
 
 

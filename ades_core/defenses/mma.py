@@ -39,9 +39,9 @@ MMA-2.0, ``max_eps = 2.0``, they also train MMA-1.0 and MMA-3.0), ``min_eps = 0.
 Differences from the authors' code, for the device and the trainer: the
 search runs on the whole batch and masks the misclassified samples out
 (their code gathers the correct ones, a host-device synchronisation); the
-bisection's "flipped" test is the hard logit margin (the paper's definition
-of the margin; their code tests the soft margin, which flips slightly
-earlier), and the point trained on is the smallest flipping ``t`` found
+bisection's "flipped" test is the hard logit margin by default (the
+paper's definition of the margin; their code tests the soft margin, which
+flips slightly earlier: ``--mma-margin soft``, the ``mma`` recipe), and the point trained on is the smallest flipping ``t`` found
 (theirs: the last midpoint, on either side of the boundary); the trained
 point is clipped to [0, 1]. The clean and the MMA losses are one loss (their
 code combines the two gradients with the same weights).
@@ -88,6 +88,12 @@ def logit_margin(logits: Tensor, y: Tensor) -> Tensor:
     true = logits.gather(1, y[:, None]).squeeze(1)
     others = logits.scatter(1, y[:, None], float("-inf"))
     return others.amax(dim=1) - true
+
+
+MARGIN_TESTS = {"hard": logit_margin, "soft": soft_logit_margin}
+"""The bisection's "flipped" test by name (``DefenseOptions.mma_margin``): a point flips the
+sample when this margin is >= 0. ``hard``: the logit margin (the paper's definition of the
+margin); ``soft``: the log-sum-exp margin (the authors' code), which flips slightly earlier."""
 
 
 def scaled_step_pgd(
@@ -169,8 +175,11 @@ class MaxMarginAdversarialTraining(nn.Module):
         random_start: bool = True,
         autocast_dtype: torch.dtype | None = None,
         norm: str = "linf",
+        margin: str = "hard",
     ) -> None:
         super().__init__()
+        if margin not in MARGIN_TESTS:
+            raise ValueError(f"mma margin test {margin!r} is not one of: {', '.join(MARGIN_TESTS)}")
         limit = NORMS.get(norm).budget_limit()
         if not 0.0 < min_eps < max_eps <= limit:
             raise ValueError(
@@ -191,6 +200,8 @@ class MaxMarginAdversarialTraining(nn.Module):
         self.search_steps = int(search_steps)
         self.random_start = random_start
         self.autocast_dtype = autocast_dtype
+        self.margin = margin
+        self._flip_margin = MARGIN_TESTS[margin]
         self.register_buffer("margins", torch.zeros(num_samples))
 
     def search_start(self, idx: Tensor) -> Tensor:
@@ -221,7 +232,7 @@ class MaxMarginAdversarialTraining(nn.Module):
             point = x_pgd
             for _ in range(self.search_steps + 1):
                 with autocast_for(point, self.autocast_dtype):
-                    flipped = logit_margin(model(point), y) >= 0
+                    flipped = self._flip_margin(model(point), y) >= 0
                 high = torch.where(flipped, torch.minimum(high, tested), high)
                 low = torch.where(flipped, low, torch.maximum(low, tested))
                 tested = (low + high) / 2
@@ -272,6 +283,7 @@ def mma_defense(parts) -> MaxMarginAdversarialTraining:
         random_start=parts.attack_options.random_start,
         autocast_dtype=parts.autocast_dtype,
         norm=parts.attack_options.norm,
+        margin=options.mma_margin,
     )
 
 

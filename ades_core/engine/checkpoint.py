@@ -20,6 +20,11 @@ from ades_core.backbones import create_classifier
 from ades_core.engine.files import atomic_write
 
 MODEL_FILE = "model.safetensors"
+BEST_MODEL_FILE = "model-best.safetensors"
+EMA_MODEL_FILE = "model-ema.safetensors"
+WEIGHT_FILES: dict[str, str] = {"last": MODEL_FILE, "best": BEST_MODEL_FILE, "ema": EMA_MODEL_FILE}
+"""The model files of a run folder by which weights they hold: the last epoch's, the best
+epoch's on robust validation accuracy (``--val-split``), the weight average (``--ema``)."""
 FORMAT_VERSION = "1"
 _SPEC_KEY = "ades_model"
 _CONFIG_KEY = "ades_run_config"
@@ -64,11 +69,19 @@ def save_model(
     atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def resolve_model_file(path: str | Path) -> Path:
-    """A run folder or a ``.safetensors`` file -> the model file; missing ones raise."""
+def resolve_model_file(path: str | Path, weights: str = "last") -> Path:
+    """A run folder (its ``weights`` model file, :data:`WEIGHT_FILES`) or a ``.safetensors``
+    file -> the model file; missing ones raise."""
     path = Path(path).expanduser()
+    if weights not in WEIGHT_FILES:
+        raise CheckpointError(f"--weights {weights!r} is not one of: {', '.join(WEIGHT_FILES)}")
     if path.is_dir():
-        path = path / MODEL_FILE
+        path = path / WEIGHT_FILES[weights]
+        if not path.is_file() and weights != "last":
+            option = "--val-split N" if weights == "best" else "--ema DECAY"
+            raise CheckpointError(f"no {path.name} in {path.parent}: the run kept no {weights} weights (train with {option})")
+    elif weights != "last":
+        raise CheckpointError(f"--weights {weights} selects a file in a run folder; {path} is not a folder")
     if not path.is_file():
         raise CheckpointError(f"no model file at {path} (give a run folder or a .safetensors file)")
     return path

@@ -7,6 +7,9 @@ Run folder (``out``)::
     metrics.jsonl        one JSON object per finished epoch
     telemetry.jsonl      one JSON object per finished epoch: the budgets' distribution (telemetry.py)
     model.safetensors    the model weights, with the config in the metadata
+    model-best.safetensors  the weights of the best epoch on robust validation accuracy (--val-split)
+    model-ema.safetensors   the exponential moving average of the weights (--ema)
+    tensorboard/         TensorBoard event files (--tensorboard)
     defense.safetensors  the defense's own state (a learnable scheduler), if any
     checkpoint/          the resumable training state (see training_state.py)
 
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ades_core.config import ConfigError, RunConfig, default_scheduler
-from ades_core.engine.checkpoint import MODEL_FILE
+from ades_core.engine.checkpoint import BEST_MODEL_FILE, EMA_MODEL_FILE, MODEL_FILE
 from ades_core.engine.files import fsync_dir
 from ades_core.engine.training_state import STATE_DIR, remove_training_state
 from ades_core.registries import DEFENSES
@@ -35,7 +38,10 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 DEFENSE_FILE = "defense.safetensors"
 TELEMETRY_FILE = "telemetry.jsonl"
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, TELEMETRY_FILE, MODEL_FILE, DEFENSE_FILE, STATE_DIR)
+TENSORBOARD_DIR = "tensorboard"
+RUN_FILES = (
+    CONFIG_FILE, METRICS_FILE, TELEMETRY_FILE, MODEL_FILE, BEST_MODEL_FILE, EMA_MODEL_FILE, DEFENSE_FILE, STATE_DIR
+)
 
 RESUMABLE_FIELDS: tuple[str, ...] = (
     "device",
@@ -228,7 +234,7 @@ def resume_config(out: Path, overrides: Mapping[str, Any]) -> RunConfig:
     return wanted
 
 
-DATA_FINGERPRINT = ("num_classes", "classes", "train_size", "test_size", "mean", "std")
+DATA_FINGERPRINT = ("num_classes", "classes", "train_size", "val_size", "test_size", "mean", "std")
 """What the builder resolved about the data that a resumed run must find again."""
 
 
@@ -265,8 +271,12 @@ def clear_run(out: Path) -> None:
     """
     out = Path(out)
     remove_training_state(out)
-    for name in (METRICS_FILE, TELEMETRY_FILE, MODEL_FILE, DEFENSE_FILE, CONFIG_FILE):
+    for name in (METRICS_FILE, TELEMETRY_FILE, MODEL_FILE, BEST_MODEL_FILE, EMA_MODEL_FILE, DEFENSE_FILE, CONFIG_FILE):
         (out / name).unlink(missing_ok=True)
+    events = out / TENSORBOARD_DIR
+    if events.is_dir():
+        for file in events.glob("events.out.tfevents.*"):
+            file.unlink()
     if out.is_dir():
         fsync_dir(out)
 
@@ -279,6 +289,7 @@ __all__ = [
     "ResumeConflictError",
     "RunFolderError",
     "TELEMETRY_FILE",
+    "TENSORBOARD_DIR",
     "check_new_run",
     "check_same_data",
     "clear_run",

@@ -28,6 +28,9 @@ class TrainingSetup:
         defense: the training method; its own parameters (a learnable
             scheduler) are optimised by ``defense_optimizer``.
         eval_attack: the per-epoch held-out attack (PGD-20 at ``config.eval.eps``).
+        val_data: the validation images held out of the training split
+            (``config.val.split``), or ``None``.
+        lr_per_iteration: ``lr_schedule`` steps after every optimiser step (else after every epoch).
         dist: this rank's place under ``torchrun``, or ``None`` for one process.
         train_model: what the training forward runs: ``model`` in
             ``DistributedDataParallel`` under ``torchrun``, else ``model`` itself
@@ -52,6 +55,8 @@ class TrainingSetup:
     train_loader: DeviceLoader
     test_data: ImageTensors
     eval_attack: BudgetedAttack
+    val_data: ImageTensors | None = None
+    lr_per_iteration: bool = False
     dist: DistributedContext | None = None
     train_model: nn.Module | None = None
     epochs: int | None = None

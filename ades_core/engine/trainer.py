@@ -41,6 +41,7 @@ from safetensors.torch import save_file
 from ades_core.config import format_eps
 from ades_core.distributed import average_gradients, broadcast_module
 from ades_core.engine.checkpoint import MODEL_FILE, save_model
+from ades_core.engine.epoch_lines import SATURATED_SIGMA, epoch_line, epoch_warnings, progress_text
 from ades_core.engine.evaluator import evaluate_robustness
 from ades_core.engine.files import (
     append_jsonl,
@@ -54,6 +55,7 @@ from ades_core.engine.run_folder import (
     CONFIG_FILE,
     DEFENSE_FILE,
     METRICS_FILE,
+    TENSORBOARD_DIR,
     RunFolderError,
     check_new_run,
     check_same_data,
@@ -67,6 +69,7 @@ from ades_core.engine.run_state import (
     restore_state,
 )
 from ades_core.engine.stats import EpochStats
+from ades_core.engine.tensorboard import NullBoard, open_board
 from ades_core.engine.telemetry import BudgetTelemetry, keep_finished_epochs
 from ades_core.engine.training_state import (
     STATE_DIR,
@@ -74,13 +77,11 @@ from ades_core.engine.training_state import (
     load_training_state,
     save_training_state,
 )
+from ades_core.engine.validation import RunSelection
 from ades_core.protocols import EpochAware, replays_of
 
 if TYPE_CHECKING:  # annotations only: setup.py imports the trainer
     from ades_core.engine.setup import TrainingSetup
-
-SATURATED_SIGMA = 0.05
-"""Mean sigma below this (or above 1 - this) for an epoch: the scheduler has saturated."""
 
 NonFiniteLossError = NonFiniteError  # the name before the guard covered gradients too
 
@@ -91,6 +92,7 @@ __all__ = [
     "NonFiniteError",
     "NonFiniteLossError",
     "RunFolderError",
+    "SATURATED_SIGMA",
     "Trainer",
 ]
 
@@ -109,7 +111,8 @@ class Trainer:
         setup: the wired parts, from :func:`ades_core.build`.
         console: where progress and epoch lines go (a quiet console by default
             when ``progress`` is False).
-        progress: show a live rich progress bar.
+        progress: show a live rich progress bar (only when ``console`` is a terminal;
+            otherwise one plain line per epoch).
         overwrite: replace a run already in ``out`` (its files are deleted
             once training starts, not before).
         resume: continue the run in ``out`` from its training state; ``setup``
@@ -141,7 +144,7 @@ class Trainer:
         self.console = console or Console(stderr=True, quiet=not progress)
         if not self.is_main:
             self.console.quiet = True
-        self.progress = progress
+        self.progress = progress and self.console.is_terminal  # a batch job's log gets plain lines
         self.overwrite = overwrite
         self.resume = resume
         self.history: list[dict[str, Any]] = []
@@ -149,6 +152,8 @@ class Trainer:
         self.last_saved: Position | None = None
         self.out = Path(".")
         self.telemetry = BudgetTelemetry.for_setup(setup)
+        self.selection = RunSelection(setup)
+        self.board: NullBoard = NullBoard()
         config = setup.config
         self.guard = StepGuard(
             config.on_nonfinite,
@@ -186,6 +191,11 @@ class Trainer:
         point = restore_state(self.setup, state) if state is not None else None
         if state is not None and state.get("telemetry") is not None:  # absent: states from before telemetry
             self.telemetry.load_state_dict(state["telemetry"])
+        if state is not None and state.get("selection") is not None:  # absent: states from before selection
+            try:
+                self.selection.load_state_dict(state["selection"])
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                raise TrainingStateError(f"the training state does not fit this run: {exc}") from None
         if point is None and (out / METRICS_FILE).is_file() and (out / METRICS_FILE).stat().st_size:
             raise RunFolderError(
                 f"{out} holds finished epochs but no training state ({STATE_DIR}/ is missing); "
@@ -206,6 +216,7 @@ class Trainer:
         state = {k: v.detach().cpu().contiguous() for k, v in setup.defense.state_dict().items()}
         if state:
             atomic_write(out / DEFENSE_FILE, lambda tmp: save_file(state, str(tmp)))
+        self.selection.save_files(out)
 
     def _checkpoint(self, position: Position, stats: EpochStats | None, seconds: float) -> None:
         """Write the training state at ``position`` (callers have checked the non-finite flag)."""
@@ -220,6 +231,7 @@ class Trainer:
                 return
         state = capture_state(self.setup, position, self.history, stats, seconds)
         state["telemetry"] = telemetry
+        state["selection"] = self.selection.state_dict()
         try:
             save_training_state(self.out, state, finite=FINITE_PARTS)
         except OSError as exc:  # a full disk, a vanished mount: say so, keep the previous state
@@ -255,6 +267,12 @@ class Trainer:
                 self.console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
             if first_epoch >= epochs:
                 self.console.print(f"{out} has finished all {epochs} epochs; nothing to do", highlight=False)
+            elif self.selection.stopped_epoch is not None:
+                self.console.print(f"{out} {self.selection.describe_stop()}; nothing to do", highlight=False)
+        self.board = open_board(
+            setup.config.logging.tensorboard, out / TENSORBOARD_DIR, main_rank=self.is_main,
+            purge_step=self.global_step if point is not None else None,
+        )
         with Progress(
             TextColumn("[bold]{task.fields[phase]}"),
             BarColumn(),
@@ -266,9 +284,12 @@ class Trainer:
             transient=True,
         ) as bar:
             for epoch in range(first_epoch, epochs):
+                if self.selection.stopped_epoch is not None:
+                    break
                 resumed = point if point is not None and epoch == point.position.epoch else None
                 record = self._train_epoch(epoch, bar, resumed)
                 record |= self._evaluate(epoch, bar)
+                record |= self.selection.end_epoch(epoch, due=self._due(epoch))
                 # the history holds what metrics.jsonl holds: null for a figure that is not finite
                 self.history.append(finite_or_none(record))
                 if self.is_main:
@@ -276,7 +297,13 @@ class Trainer:
                     self.telemetry.write(out)
                 self._save_files(out)
                 self._checkpoint(Position(epoch + 1, 0, self.global_step), None, 0.0)
-                self._report(record)
+                self.board.epoch(record, self.telemetry.last_record)
+                self.console.print(epoch_line(record, self.setup.config.norm), highlight=False, soft_wrap=True)
+                for warning in record["warnings"]:
+                    self.console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+                if record.get("early_stop"):
+                    self.console.print(self.selection.describe_stop(), highlight=False, soft_wrap=True)
+        self.board.close()
         return self.history
 
     def _train_epoch(self, epoch: int, bar: Progress, resumed: ResumePoint | None) -> dict[str, Any]:
@@ -307,15 +334,20 @@ class Trainer:
             if step <= done:
                 continue  # drawn with its augmentation randomness; trained on before the interruption
             for _ in range(replays):
+                lr = setup.optimizer.param_groups[0]["lr"]  # a host float: the rate of this epoch's last step
                 out, finite = self._update(model, x, y, idx, defense_params)
                 stats.update(out, y, finite, step)
                 self.telemetry.update(out, idx, finite)
+                self.selection.after_update()
+                if setup.lr_per_iteration:
+                    setup.lr_schedule.step()
             self.global_step += 1
             last = step == steps
             if step % config.log_every == 0 or last:
                 live = stats.read()
                 self._stop_if_nonfinite(live, epoch)
-                self._log(bar, task, step, live)
+                bar.update(task, completed=step, description=progress_text(live, self.setup.config.norm))
+                self.board.step(self.global_step, live["train_loss"], setup.optimizer.param_groups[0]["lr"])
             if config.checkpoint_every and step % config.checkpoint_every == 0 and not last:
                 self._stop_if_nonfinite(stats.read(), epoch)
                 seconds = seconds_before + time.perf_counter() - start
@@ -327,12 +359,16 @@ class Trainer:
             # without SyncBatchNorm each rank's BN statistics drifted with its own batches:
             # take rank 0's, so evaluation and the saved model are the same on every rank
             broadcast_module(setup.model, buffers_only=True)
-        setup.lr_schedule.step()
+        if not setup.lr_per_iteration:
+            setup.lr_schedule.step()
         bar.remove_task(task)
         summary = stats.read()
         self.telemetry.end_epoch(epoch)  # under torchrun a collective, like stats.read()
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, **summary, "train_seconds": seconds}
-        record["warnings"] = self._warnings(summary)
+        learnable = bool(setup.resolved.get("scheduler_learnable"))
+        record["warnings"] = (
+            epoch_warnings(summary, scheduler_learnable=learnable, norm=self.setup.config.norm) + self.telemetry.warnings()
+        )
         return record
 
     def _update(
@@ -383,42 +419,14 @@ class Trainer:
             f"training stopped; {kept}, or pass --on-nonfinite skip to skip such steps"
         )
 
-    def _log(self, bar: Progress, task: Any, step: int, live: dict[str, Any]) -> None:
-        text = (
-            f"loss {live['train_loss']:.3f}  clean {_percent(live['train_clean_acc'])}  "
-            f"adv {100 * live['train_adv_acc']:.1f}%  "
-        )
-        if self.setup.config.norm == "linf":
-            text += f"eps {255 * live['eps_mean']:.2f}±{255 * live['eps_std']:.2f}/255"
-        else:
-            text += f"{self.setup.config.norm} eps {live['eps_mean']:.3f}±{live['eps_std']:.3f}"
-        if live["nonfinite_steps"]:
-            text += f"  skipped {live['nonfinite_steps']}"
-        bar.update(task, completed=step, description=text)
-
-    def _warnings(self, summary: dict[str, Any]) -> list[str]:
-        warnings = []
-        if summary["nonfinite_steps"]:
-            warnings.append(
-                f"skipped {summary['nonfinite_steps']} step(s) with a non-finite loss or gradient "
-                f"(first: step {summary['first_nonfinite_step']})"
-            )
-        sigma = summary["sigma_mean"]
-        if self.setup.resolved.get("scheduler_learnable") and (
-            sigma < SATURATED_SIGMA or sigma > 1 - SATURATED_SIGMA
-        ):
-            warnings.append(
-                f"scheduler saturated: mean sigma {sigma:.3f} this epoch (eps mean "
-                f"{format_eps(summary['eps_mean'], self.setup.config.norm)}); the learned budget has collapsed to a bound"
-            )
-        warnings += self.telemetry.warnings()
-        return warnings
+    def _due(self, epoch: int) -> bool:
+        """Whether the held-out checks run after 0-based ``epoch``: every ``eval.every`` epochs and the last."""
+        return epoch + 1 == self.setup.epochs or (epoch + 1) % self.setup.config.eval.every == 0
 
     def _evaluate(self, epoch: int, bar: Progress) -> dict[str, Any]:
         setup = self.setup
         cfg = setup.config.eval
-        last = epoch + 1 == setup.epochs
-        if not (last or (epoch + 1) % cfg.every == 0):
+        if not self._due(epoch):
             return {"test_clean_acc": None, "test_pgd_acc": None}
         norm = setup.config.norm
         task = bar.add_task("", total=None, phase=f"eval {norm} PGD-{cfg.steps} @ {format_eps(cfg.eps, norm)}")
@@ -444,31 +452,4 @@ class Trainer:
             "eval_seconds": report.seconds,
         }
 
-    def _report(self, r: dict[str, Any]) -> None:
-        norm = self.setup.config.norm
-        if norm == "linf":
-            budgets = (
-                f"eps {255 * r['eps_mean']:.2f}±{255 * r['eps_std']:.2f}/255"
-                f" [{255 * r['eps_min']:.2f}, {255 * r['eps_max']:.2f}]"
-            )
-        else:
-            budgets = (
-                f"{norm} eps {r['eps_mean']:.3f}±{r['eps_std']:.3f} [{r['eps_min']:.3f}, {r['eps_max']:.3f}]"
-            )
-        line = (
-            f"epoch {r['epoch']}: loss {r['train_loss']:.3f}  train clean {_percent(r['train_clean_acc'])}"
-            f"  adv {100 * r['train_adv_acc']:.1f}%  {budgets}  {r['train_seconds']:.1f}s"
-        )
-        if r.get("test_clean_acc") is not None:
-            line += (
-                f"  | test clean {100 * r['test_clean_acc']:.1f}%  {norm} PGD-{r['test_pgd_steps']}"
-                f" {100 * r['test_pgd_acc']:.1f}% (n={r['test_n']})"
-            )
-        self.console.print(line, highlight=False)
-        for warning in r["warnings"]:
-            self.console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 
-
-def _percent(fraction: float | None) -> str:
-    """``12.3%``, or ``n/a`` for a metric the defense does not report."""
-    return "n/a" if fraction is None else f"{100 * fraction:.1f}%"

@@ -21,11 +21,20 @@ from ades_core.engine.run_folder import METRICS_FILE
 from ades_core.norms import NORMS
 from ades_core.evaluation.masking import CheckResult, summarise_checks
 from ades_core.evaluation.report import read_report
+from ades_core.engine.checkpoint import WEIGHT_FILES
+from ades_core.evaluation.sources import EVAL_FILE
+
+RUN_EVAL_FILES: tuple[str, ...] = tuple(
+    EVAL_FILE if weights == "last" else file.replace(".safetensors", f".{EVAL_FILE}")
+    for weights, file in WEIGHT_FILES.items()
+)
+"""The reports ``ades eval RUN --weights last|best|ema`` writes into a run folder, in that order."""
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("method", "method"),
     ("run", "run"),
     ("threat", "norm, eps"),
+    ("weights", "weights"),
     ("clean", "clean"),
     ("pgd20", "PGD-20"),
     ("cw", "CW"),
@@ -51,6 +60,9 @@ class CompareRow:
     method: str
     run: str
     eps: float
+    weights: str = "last"
+    """Which of the run's weights were evaluated: ``last``, ``best`` (validation) or ``ema``
+    (reports written before the choice existed evaluated ``last``)."""
     n: int
     clean: float
     pgd20: float | None
@@ -101,6 +113,7 @@ def compare_row(path: str | Path) -> CompareRow:
     return CompareRow(
         method=report.get("defense") or "?",
         run=Path(run_dir or report.get("model", "?")).name,
+        weights=report.get("weights") or ("—" if report.get("external_model") else "last"),
         eps=report["eps"],
         n=report["n"],
         clean=report["clean_acc"],
@@ -123,8 +136,19 @@ def _worst_case_attacks(worst: dict[str, Any], attacks: dict[str, Any]) -> tuple
     return tuple(listed) if listed is not None else tuple(attacks)
 
 
+def run_reports(path: str | Path) -> list[Path]:
+    """The evaluations a path stands for: a run folder's ``eval.json`` and those of its best and
+    EMA weights (``model-best.eval.json``, ``model-ema.eval.json``) where present; a file itself."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    found = [path / name for name in RUN_EVAL_FILES if (path / name).is_file()]
+    return found or [path]
+
+
 def compare_rows(paths: Sequence[str | Path]) -> list[CompareRow]:
-    return [compare_row(p) for p in paths]
+    """One row per evaluation: a run folder gives a row for each of its evaluated weights (:func:`run_reports`)."""
+    return [compare_row(report) for p in paths for report in run_reports(p)]
 
 
 def cell(row: CompareRow, key: str) -> str:
@@ -132,7 +156,7 @@ def cell(row: CompareRow, key: str) -> str:
     value = getattr(row, key)
     if value is None:
         return "—"
-    if key in ("method", "run", "threat"):
+    if key in ("method", "run", "threat", "weights"):
         return str(value)
     if key == "n":
         return str(value)

@@ -75,6 +75,7 @@ def build_report(
         "version": VERSION,
         "model": str(info.model_file),
         "run_dir": None if info.run_dir is None else str(info.run_dir),
+        "weights": info.weights,
         "defense": info.defense,
         "external_model": info.external,
         "backbone": info.backbone,

@@ -20,7 +20,7 @@ import attrs
 
 from ades_core.data import DataRequest, ImageTensors, load_test_split
 from ades_core.data.datasets import SUBSET_ORDERS
-from ades_core.engine.checkpoint import MODEL_FILE, read_run_config, read_spec, resolve_model_file
+from ades_core.engine.checkpoint import MODEL_FILE, WEIGHT_FILES, read_run_config, read_spec, resolve_model_file
 from ades_core.engine.run_folder import CONFIG_FILE
 
 EVAL_FILE = "eval.json"
@@ -43,6 +43,9 @@ class RunInfo:
         external: for a model ades did not train, what it was loaded from
             (architecture, weights file, classes, normalisation; written into
             ``eval.json`` as ``external_model``), else ``None``.
+        weights: which of a run's weights the file holds (``last``, ``best``,
+            ``ema``; :data:`~ades_core.engine.checkpoint.WEIGHT_FILES`), or
+            ``None`` for a file of another name.
     """
 
     model_file: Path
@@ -50,6 +53,7 @@ class RunInfo:
     config: dict[str, Any]
     num_classes: int
     external: dict[str, Any] | None = None
+    weights: str | None = None
 
     @property
     def defense(self) -> str | None:
@@ -73,9 +77,9 @@ class RunInfo:
         return self.model_file.with_name(f"{self.model_file.stem}.{EVAL_FILE}")
 
 
-def describe_run(path: str | Path) -> RunInfo:
-    """The model file behind ``path`` (a run folder or a ``.safetensors`` file) and its recorded config."""
-    model_file = resolve_model_file(path)
+def describe_run(path: str | Path, weights: str = "last") -> RunInfo:
+    """The model file behind ``path`` (a run folder's ``weights``, or a ``.safetensors`` file) and its recorded config."""
+    model_file = resolve_model_file(path, weights)
     spec = read_spec(model_file)
     config_file = model_file.parent / CONFIG_FILE
     config: dict[str, Any] | None = None
@@ -88,7 +92,10 @@ def describe_run(path: str | Path) -> RunInfo:
             raise EvalSourceError(f"{config_file} is not valid JSON: {exc}") from None
     if config is None:
         config = read_run_config(model_file) or {}
-    return RunInfo(model_file=model_file, run_dir=run_dir, config=config, num_classes=spec.num_classes)
+    which = next((name for name, file in WEIGHT_FILES.items() if file == model_file.name), None)
+    return RunInfo(
+        model_file=model_file, run_dir=run_dir, config=config, num_classes=spec.num_classes, weights=which
+    )
 
 
 EVAL_ORDERS: tuple[str, ...] = SUBSET_ORDERS

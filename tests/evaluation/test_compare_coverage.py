@@ -88,7 +88,7 @@ def test_the_worst_case_note_names_its_attacks_and_images(runs, tmp_path):
 def test_the_markdown_table_carries_checks_and_coverage(runs):
     table = to_markdown(compare_rows(runs))
     assert "worst-case over pgd20, cw, autoattack on n=1000" in table.splitlines()[0]
-    assert "| method | run | norm, eps | clean | PGD-20 | CW | AutoAttack | worst-case | n | s/epoch | checks |" in table
+    assert "| method | run | norm, eps | weights | clean | PGD-20 | CW | AutoAttack | worst-case | n | s/epoch | checks |" in table
     assert "| 4 passed, 1 not run (black-box) |" in table
 
 

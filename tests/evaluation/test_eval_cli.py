@@ -97,7 +97,7 @@ def test_eval_compare_and_plot_a_real_run(runner, tiny_run, tmp_path):
     assert compared.exit_code == 0, compared.output
     assert "pgd-at" in compared.output and "PGD-20" in compared.output
     table = markdown.read_text()
-    assert "| method | run | norm, eps | clean | PGD-20 | CW | AutoAttack | worst-case | n | s/epoch | checks |" in table
+    assert "| method | run | norm, eps | weights | clean | PGD-20 | CW | AutoAttack | worst-case | n | s/epoch | checks |" in table
     assert table.count("| pgd-at |") == 2
 
     plotted = runner.invoke(cli, ["plot", "sweep", str(tiny_run), str(tmp_path / "again.json"), "--label", "a",

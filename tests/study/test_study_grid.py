@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from ades_cli.main import cli
-from tests.kill_hook import kill_during_checkpoint_env
+from tests.kill_hook import KILL_HOOK_ENV, kill_during_checkpoint_env
 from tests.study.fake_runs import write_study_file
 
 pytestmark = pytest.mark.slow
@@ -40,12 +40,11 @@ def test_a_study_runs_its_grid_survives_a_kill_and_resumes_only_what_is_unfinish
     assert table["arms"]["pgd-at"]["metrics"]["clean"]["n"] == 2
     assert table["arms"]["ades"]["metrics"]["clean"]["n"] == 0
 
-    hooked = kill_during_checkpoint_env(2, {})  # the study's own subprocesses inherit it
-    for name, value in hooked.items():
-        monkeypatch.setenv(name, value)
+    hooked = kill_during_checkpoint_env(2)  # the study's own subprocesses inherit it
+    for name in ("PYTHONPATH", KILL_HOOK_ENV):
+        monkeypatch.setenv(name, hooked[name])
     killed = runner.invoke(cli, ["study", str(study)])
-    for name in hooked:
-        monkeypatch.delenv(name)
+    monkeypatch.delenv(KILL_HOOK_ENV)
     assert killed.exit_code == 1
     assert "skip pgd-at/seed0: finished" in killed.output and "skip pgd-at/seed1: finished" in killed.output
     for seed in (0, 1):
