@@ -38,6 +38,7 @@ from ades_core.engine.checkpoint import MODEL_FILE, save_model
 from ades_core.engine.evaluator import evaluate_robustness
 from ades_core.engine.files import append_jsonl, atomic_write, finite_or_none, jsonl_line, write_json
 from ades_core.engine.nonfinite import NonFiniteError, StepGuard
+from ades_core.engine.placement import check_placement
 from ades_core.engine.run_folder import (
     CONFIG_FILE,
     DEFENSE_FILE,
@@ -108,6 +109,7 @@ class Trainer:
             raise RunFolderError(
                 "overwrite and resume exclude each other: resume continues a run, overwrite replaces it"
             )
+        check_placement(setup.model, device=setup.device, data_device=setup.train_loader.device)
         self.setup = setup
         self.dist = setup.dist
         self.is_main = self.dist is None or self.dist.is_main
