@@ -86,7 +86,8 @@ class BenchSettings:
             raise ValueError("formats_only needs at least one format (--formats eager,compile,...)")
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device`` (CUDA); nothing on the CPU. Called around timed calls, never inside them."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -120,11 +121,11 @@ def measure_row_memory(calls: dict[str, Callable[[], Any]], device: torch.device
     """
     rows: dict[str, dict[str, Any]] = {}
     for name, fn in calls.items():
-        _sync(device)
+        synchronize(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             fn()
-            _sync(device)
+            synchronize(device)
             rows[name] = {"peak_memory_mb": peak_memory_mb(device)}
         else:
             before = peak_memory_mb(device)
@@ -144,13 +145,13 @@ def time_calls(
     for _ in range(warmup):
         for fn in calls.values():
             fn()
-    _sync(device)
+    synchronize(device)
     seconds: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, fn in calls.items():
             start = time.perf_counter()
             fn()
-            _sync(device)
+            synchronize(device)
             seconds[name].append(time.perf_counter() - start)
     return {
         name: {"min": min(values), "median": statistics.median(values), "repeats": repeats}
@@ -158,16 +159,22 @@ def time_calls(
     }
 
 
-def _model_and_batch(settings: BenchSettings, device: torch.device) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(settings.seed)
-    model = create_classifier(
-        settings.backbone, num_classes=10, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26)
-    ).to(device)
+def model_and_batch(
+    backbone: str, batch_size: int, seed: int, device: torch.device
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A 10-class CIFAR model of ``backbone`` on ``device`` (channels_last on CUDA) and a random batch
+    ``x`` ``(batch_size, 3, 32, 32)`` in [0, 1] with labels ``y`` ``(batch_size,)``, from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    model = create_classifier(backbone, num_classes=10, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    x = torch.rand(settings.batch_size, 3, 32, 32, generator=generator).to(device)
-    y = torch.randint(0, 10, (settings.batch_size,), generator=generator).to(device)
+    x = torch.rand(batch_size, 3, 32, 32, generator=generator).to(device)
+    y = torch.randint(0, 10, (batch_size,), generator=generator).to(device)
     return model, x, y
+
+
+def _model_and_batch(settings: BenchSettings, device: torch.device) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    return model_and_batch(settings.backbone, settings.batch_size, settings.seed, device)
 
 
 def bench_training_steps(settings: BenchSettings) -> dict[str, Any]:
@@ -182,7 +189,7 @@ def bench_training_steps(settings: BenchSettings) -> dict[str, Any]:
         config = RunConfig.from_dict(
             {"defense": name, "cues": {"names": settings.cues}, "attack": {"steps": settings.steps}}
         )
-        steps[name] = _training_step(build_defense(config, autocast_dtype), model, optimiser, x, y, device)
+        steps[name] = training_step(build_defense(config, autocast_dtype), model, optimiser, x, y, device)
     model.train()
     # each row's memory from its own call: on the CPU before anything has run (the peak RSS
     # only grows), on CUDA after the timed rounds (warm caches), the peak reset per row
@@ -199,10 +206,12 @@ def bench_training_steps(settings: BenchSettings) -> dict[str, Any]:
     return rows
 
 
-def _training_step(
+def training_step(
     defense: Any, model: nn.Module, optimiser: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
     device: torch.device,
 ) -> Callable[[], None]:
+    """One full training step of ``defense`` as a call: defense step (its attack included), backward,
+    the model's optimiser step and, for a defense with parameters, an Adam step of those."""
     defense = defense.to(device) if isinstance(defense, nn.Module) else defense
     params = [p for p in defense.parameters() if p.requires_grad]
     defense_opt = torch.optim.Adam(params, lr=1e-3) if params else None
@@ -221,7 +230,8 @@ def _training_step(
     return step
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """``"TypeName: first line of the message"``: how a failed row is reported."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
@@ -241,7 +251,7 @@ def _format_step(
     config = RunConfig.from_dict(
         {"defense": FORMAT_DEFENSE, "cues": {"names": settings.cues}, "attack": {"steps": settings.steps}}
     )
-    return _training_step(build_defense(config, autocast_dtype), model, optimiser, x, y, device)
+    return training_step(build_defense(config, autocast_dtype), model, optimiser, x, y, device)
 
 
 def bench_formats(settings: BenchSettings) -> dict[str, Any]:
@@ -265,13 +275,13 @@ def bench_formats(settings: BenchSettings) -> dict[str, Any]:
         torch.manual_seed(settings.seed)  # the same random starts for every format's first call
         try:
             step = _format_step(name, settings, device, autocast_dtype)
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             step()
-            _sync(device)
+            synchronize(device)
             first_call[name] = time.perf_counter() - start
         except Exception as exc:  # a missing compiler, an unsupported op: report it, time the rest
-            failed[name] = _one_line(exc)
+            failed[name] = one_line(exc)
             continue
         steps[name] = step
     timed = time_calls(steps, device, warmup=settings.warmup, repeats=settings.repeats) if steps else {}

@@ -13,7 +13,9 @@ But the operations that synchronise on CUDA are known by name, and a
   blocking host-to-device copy.
 
 Not seen on the CPU: ``.to(device)`` / ``.cpu()`` copies between devices
-(there is only one). tests/cuda runs the same loops under the real debug mode.
+(there is only one), and a value read inside a native kernel (the mode sees
+the operations Python dispatches, not those a C++ kernel calls itself).
+tests/cuda/test_cuda_sync_free.py runs the same loops under the real debug mode.
 """
 
 from __future__ import annotations

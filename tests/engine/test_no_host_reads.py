@@ -3,7 +3,7 @@
 A training step (next batch, defense step, backward, finite check, optimiser
 steps, the epoch's statistics and telemetry) and every PGD call run no
 operation that synchronises on CUDA (see tests/host_reads.py for the list).
-tests/cuda/test_sync_free.py runs the same loops under
+tests/cuda/test_cuda_sync_free.py runs the same loops under
 ``torch.cuda.set_sync_debug_mode("error")`` on a GPU.
 """
 
