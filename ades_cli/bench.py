@@ -93,6 +93,7 @@ def bench_command(
                 warmup=warmup, repeats=repeats, device=device, defenses=defenses, precisions=precisions,
                 epoch_images=epoch_images, autoattack=autoattack, autoattack_iterations=autoattack_iterations,
                 autoattack_queries=autoattack_queries,
+                on_section=None if out is None else (lambda partial: write_json(out, partial)),
             )  # fmt: skip
         else:
             from ades_core.benchmark import BenchSettings, run_benchmarks
@@ -124,14 +125,14 @@ def bench_command(
         console.print(f"wrote {out}", highlight=False)
 
 
-def _paper_scale_report(*, defenses, precisions, epoch_images, **given) -> dict[str, Any]:
+def _paper_scale_report(*, defenses, precisions, epoch_images, on_section, **given) -> dict[str, Any]:
+    """The --paper-scale report; with --out, the file is rewritten after each section (a run stopped
+    by a time limit keeps what it measured, ``complete`` false)."""
     from ades_core.paper_scale import PaperScaleSettings, run_paper_scale
 
     optional = {"defenses": defenses, "precisions": precisions, "epoch_images": epoch_images}
-    settings = PaperScaleSettings(
-        **given, **{k: tuple(v) if isinstance(v, tuple) else v for k, v in optional.items() if v is not None}
-    )
-    return run_paper_scale(settings)
+    settings = PaperScaleSettings(**given, **{k: v for k, v in optional.items() if v is not None})
+    return run_paper_scale(settings, on_section=on_section)
 
 
 def _figure(value: float | None, spec: str) -> str:

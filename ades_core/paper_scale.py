@@ -373,8 +373,15 @@ def bench_autoattack(settings: PaperScaleSettings, model, x, device: torch.devic
     }
 
 
-def run_paper_scale(settings: PaperScaleSettings) -> dict[str, Any]:
-    """Every figure of the paper-scale report (see the module docstring), with the machine."""
+def run_paper_scale(
+    settings: PaperScaleSettings, *, on_section: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Every figure of the paper-scale report (see the module docstring), with the machine.
+
+    ``on_section``: called with the report so far after each section
+    (training steps, PGD, AutoAttack), so that a run stopped by a time limit
+    keeps what it measured; ``complete`` is False until the last section is in.
+    """
     device = resolve_device(settings.device)
     torch.manual_seed(settings.seed)
     model, x, y = model_and_batch(settings.backbone, settings.batch_size, settings.seed, device)
@@ -382,10 +389,20 @@ def run_paper_scale(settings: PaperScaleSettings) -> dict[str, Any]:
         "settings": attrs.asdict(settings),
         "machine": machine(device),
         "reference": REFERENCE,
-        "training_step": bench_training(settings, model, x, y, device),
-        "memory_note": MEMORY_NOTES["cuda" if device.type == "cuda" else "cpu"],
+        "complete": False,
     }
-    report["pgd"] = bench_pgd(settings, model, x, y, device)
+    sections: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("training_step", lambda: bench_training(settings, model, x, y, device)),
+        ("pgd", lambda: bench_pgd(settings, model, x, y, device)),
+    ]
     if settings.autoattack:
-        report["autoattack"] = bench_autoattack(settings, model, x, device)
+        sections.append(("autoattack", lambda: bench_autoattack(settings, model, x, device)))
+    for name, measure in sections:
+        report[name] = measure()
+        if name == "training_step":
+            report["memory_note"] = MEMORY_NOTES["cuda" if device.type == "cuda" else "cpu"]
+        if name == sections[-1][0]:
+            report["complete"] = True
+        if on_section is not None:
+            on_section(report)
     return report

@@ -210,7 +210,10 @@ def bench(device: str, sizes: dict[str, Any], autoattack: bool, timeout: float, 
             if sizes[option] is not None and autoattack:
                 command += ["--" + option.replace("_", "-"), str(sizes[option])]
         step = run(command, timeout=timeout, env=env)
-        report = json.loads(out.read_text()) if out.is_file() else None
+        try:  # rewritten after each section: a timed-out bench keeps what it measured ("complete": false)
+            report = json.loads(out.read_text())
+        except (OSError, ValueError):
+            report = None
     return {"command": step["command"], "returncode": step["returncode"], "timed_out": step["timed_out"],
             "seconds": step["seconds"], "report": report, "output_tail": _tail(step["output"], 40)}  # fmt: skip
 
@@ -221,11 +224,14 @@ def key_figures(bench_result: dict[str, Any]) -> dict[str, Any]:
     if not report:
         return {}
     reference = report["reference"]
+    wanted = ("training_step", "pgd", "autoattack") if report["settings"]["autoattack"] else ("training_step", "pgd")
+    missing = [name for name in wanted if name not in report]
     figures: dict[str, Any] = {
+        "complete": report.get("complete", False), "sections_missing": missing,
         "device_name": report["machine"].get("device_name"), "backbone": report["settings"]["backbone"],
         "reference": f"{reference['s_per_epoch']:g} s per epoch on {reference['device']}", "training": {},
     }  # fmt: skip
-    for precision, rows in report["training_step"].items():
+    for precision, rows in report.get("training_step", {}).items():
         for name, row in rows.items():
             figures["training"][f"{precision} {name}"] = row if "failed" in row else {
                 "s_per_epoch": round(row["s_per_epoch"], 2), "images_per_s": round(row["images_per_s"], 1),
@@ -234,7 +240,7 @@ def key_figures(bench_result: dict[str, Any]) -> dict[str, Any]:
                 "speedup_vs_reference": row["speedup_vs_reference"],
             }  # fmt: skip
     figures["pgd_images_per_s"] = {
-        p: r.get("images_per_s", r.get("failed")) for p, r in report["pgd"].items() if isinstance(r, dict)
+        p: r.get("images_per_s", r.get("failed")) for p, r in report.get("pgd", {}).items() if isinstance(r, dict)
     }
     aa = report.get("autoattack")
     if aa:
@@ -315,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         report["bench"] = bench("cuda" if cuda else "cpu", chosen, not args.no_autoattack, args.bench_timeout_s, env)
         report["bench"]["sizes"] = chosen
         report["key_figures"] = key_figures(report["bench"])
-        ok = ok and report["bench"]["report"] is not None
+        inner = report["bench"]["report"]
+        ok = ok and inner is not None and inner.get("complete", False) and report["bench"]["returncode"] == 0
     return _finish(args.out, report, started, ok=ok)
 
 

@@ -104,6 +104,20 @@ def test_the_fraction_of_the_peak_and_the_floor_follow_the_peak_used(monkeypatch
 
 
 @pytest.mark.slow
+def test_the_report_is_handed_out_after_each_section_so_a_time_limit_keeps_what_was_measured():
+    seen = []
+    settings = PaperScaleSettings(defenses=("pgd-at",), precisions=("fp32",), **SMALL)
+    final = run_paper_scale(settings, on_section=lambda report: seen.append((set(report), report["complete"])))
+    base = {"settings", "machine", "reference", "complete"}
+    assert seen == [
+        (base | {"training_step", "memory_note"}, False),
+        (base | {"training_step", "memory_note", "pgd"}, False),
+        (base | {"training_step", "memory_note", "pgd", "autoattack"}, True),
+    ]
+    assert final["complete"] is True
+
+
+@pytest.mark.slow
 def test_a_failing_row_is_reported_in_one_line_and_the_others_are_measured(monkeypatch):
     real = paper_scale.resolve_autocast
 
@@ -141,7 +155,9 @@ def test_the_cli_writes_one_strict_json_report(tmp_path, restore_threads):
     assert result.exit_code == 0, result.output
     assert "training step" in result.output and "fp32 peak: unknown" in result.output
     report = json.loads(out.read_text(), parse_constant=lambda token: pytest.fail(f"not strict JSON: {token}"))
-    assert set(report) == {"settings", "machine", "reference", "training_step", "memory_note", "pgd", "autoattack"}
+    assert set(report) == {"settings", "machine", "reference", "complete", "training_step", "memory_note", "pgd",
+                           "autoattack"}  # fmt: skip
+    assert report["complete"] is True
     assert list(report["training_step"]["fp32"]) == ["pgd-at", "ades"]
     assert report["settings"]["backbone"] == "ades_cnn_small"
 
