@@ -12,7 +12,6 @@ from rich.table import Table
 
 from ades_cli.options import COMMA_LIST
 
-
 STANDARD_ONLY = ("amp", "cue", "formats", "formats_only")
 """Options of the standard report that --paper-scale does not take."""
 
@@ -25,7 +24,8 @@ PAPER_ONLY = ("precisions", "epoch_images", "autoattack", "autoattack_iterations
               help="The paper's setting instead: WRN-34-10 (unless --backbone), batch 128, PGD-10 training of "
                    "pgd-at, trades and ades in bf16 and fp32 (images/s, seconds per epoch, FLOPs and fraction "
                    "of the GPU's peak, peak memory per row), PGD-20 and the official AutoAttack.")
-@click.option("--backbone", default=None, help="Model to time [default: ades_cnn_small; ades_wrn34_10 with --paper-scale]")
+@click.option("--backbone", default=None,
+              help="Model to time [default: ades_cnn_small; ades_wrn34_10 with --paper-scale]")
 @click.option("--batch-size", default=128, show_default=True, type=int)
 @click.option("--steps", default=10, show_default=True, type=int, help="PGD steps of the training attack.")
 @click.option("--eval-steps", default=20, show_default=True, type=int, help="PGD steps of the throughput test.")

@@ -54,9 +54,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from ades_core.attacks.autoattack import STANDARD_ITERATIONS, STANDARD_SQUARE_QUERIES, STANDARD_TARGET_CLASSES, AutoAttack
+from ades_core.attacks.autoattack import (
+    STANDARD_ITERATIONS,
+    STANDARD_SQUARE_QUERIES,
+    STANDARD_TARGET_CLASSES,
+    AutoAttack,
+)
 from ades_core.attacks.gradients import loss_input_gradient
-from ades_core.registries import ATTACK_LOSSES, DEFENSES
 from ades_core.benchmark import (
     MEMORY_NOTES,
     measure_row_memory,
@@ -72,6 +76,7 @@ from ades_core.config import RunConfig
 from ades_core.device_peaks import Peak, peak_for
 from ades_core.evaluation.specs import resolve_attack
 from ades_core.model_mode import exact_float32
+from ades_core.registries import ATTACK_LOSSES, DEFENSES
 from ades_core.scoring import strictly_correct
 
 PRECISIONS = ("bf16", "fp32")
@@ -88,7 +93,8 @@ REFERENCE_S_PER_EPOCH = 105.0
 REFERENCE = {
     "s_per_epoch": REFERENCE_S_PER_EPOCH,
     "device": "NVIDIA V100",
-    "what": "one epoch of PGD-10 AT on WRN-34-10 at batch 128 over 50,000 CIFAR-10 images: the figure ades was seeded with",
+    "what": "one epoch of PGD-10 AT on WRN-34-10 at batch 128 over 50,000 CIFAR-10 images: "
+    "the figure ades was seeded with",
 }
 """The figure ``speedup_vs_reference`` divides by."""
 
@@ -196,14 +202,14 @@ def _peak(device: torch.device, precision: str, *, tf32: bool) -> Peak:
     return peak_for(torch.cuda.get_device_name(device), precision, tf32=tf32)
 
 
-def _rates(flops: int, seconds: float, batch: int, peak: Peak) -> dict[str, Any]:
+def _rates(flops: int, seconds: float, peak: Peak) -> dict[str, Any]:
+    """FLOPs of one call, the TFLOP/s they reach in ``seconds`` and their fraction of ``peak``."""
     achieved = flops / seconds / 1e12
     return {
         "flops_per_step": flops,
         "achieved_tflops": achieved,
         "peak": attrs.asdict(peak),
         "fraction_of_peak": None if peak.tflops is None else achieved / peak.tflops,
-        "_floor_s_per_image": None if peak.tflops is None else flops / batch / (peak.tflops * 1e12),
     }
 
 
@@ -257,9 +263,10 @@ def bench_training(settings: PaperScaleSettings, model, x, y, device: torch.devi
             images_per_s = settings.batch_size / row["median"]
             s_per_epoch = settings.epoch_images / images_per_s
             row |= {"images_per_s": images_per_s, "s_per_epoch": s_per_epoch}
-            row |= _rates(flops[name], row["median"], settings.batch_size, _peak(device, precision, tf32=tf32))
-            floor = row.pop("_floor_s_per_image")
-            row["floor_s_per_epoch"] = None if floor is None else floor * settings.epoch_images
+            peak = _peak(device, precision, tf32=tf32)
+            row |= _rates(flops[name], row["median"], peak)
+            epoch_flops = flops[name] / settings.batch_size * settings.epoch_images
+            row["floor_s_per_epoch"] = None if peak.tflops is None else epoch_flops / (peak.tflops * 1e12)
             row["speedup_vs_reference"] = REFERENCE_S_PER_EPOCH / s_per_epoch
             row |= memory[key]
             rows[precision][name] = row
@@ -301,8 +308,7 @@ def bench_pgd(settings: PaperScaleSettings, model, x, y, device: torch.device) -
         row: dict[str, Any] = dict(timed[precision])
         images_per_s = settings.batch_size / row["median"]
         row |= {"images_per_s": images_per_s, "s_per_10k": TEST_IMAGES / images_per_s}
-        row |= _rates(flops, row["median"], settings.batch_size, _peak(device, precision, tf32=False))
-        row.pop("_floor_s_per_image")
+        row |= _rates(flops, row["median"], _peak(device, precision, tf32=False))
         rows[precision] = row
     return rows
 

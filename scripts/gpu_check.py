@@ -72,7 +72,8 @@ TEST_FILES = (
 """The CUDA test files in the order they run: torch.compile (slowest, cold compiler) last."""
 
 PAPER_SIZES = {"backbone": "ades_wrn34_10", "batch_size": 128, "train_steps": 10, "eval_steps": 20, "warmup": 1,
-               "repeats": 3, "precisions": "bf16,fp32", "autoattack_iterations": None, "autoattack_queries": None}  # fmt: skip
+               "repeats": 3, "precisions": "bf16,fp32", "autoattack_iterations": None,
+               "autoattack_queries": None}  # fmt: skip
 """The bench on CUDA: the paper's setting and the official AutoAttack."""
 
 CPU_SIZES = {"backbone": "ades_cnn_small", "batch_size": 4, "train_steps": 1, "eval_steps": 1, "warmup": 0,
@@ -88,7 +89,8 @@ if info["cuda_available"]:
     for i in range(torch.cuda.device_count()):
         p = torch.cuda.get_device_properties(i)
         info["devices"].append({"name": p.name, "capability": f"{p.major}.{p.minor}",
-                                "memory_gb": round(p.total_memory / 2**30, 1), "multiprocessors": p.multi_processor_count})
+                                "memory_gb": round(p.total_memory / 2**30, 1),
+                                "multiprocessors": p.multi_processor_count})
     info["cudnn"] = torch.backends.cudnn.version()
     info["nccl"] = ".".join(map(str, torch.cuda.nccl.version())) if hasattr(torch.cuda, "nccl") else None
 print(json.dumps(info))
@@ -187,7 +189,8 @@ def tests(timeout: float, env: dict[str, str]) -> dict[str, Any]:
     for outcome in outcomes.values():
         counts[outcome] = counts.get(outcome, 0) + 1
     if step["timed_out"]:
-        summary = f"timed out after {timeout:.0f} s; finished before: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+        finished = ", ".join(f"{n} {k}" for k, n in counts.items())
+        summary = f"timed out after {timeout:.0f} s; finished before: {finished}"
     return {
         "command": step["command"], "returncode": step["returncode"], "timed_out": step["timed_out"],
         "seconds": step["seconds"], "summary": summary, "counts": counts, "failures": failures,
@@ -252,7 +255,9 @@ def key_figures(bench_result: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("gpu-check.json"), help="the report file (JSON)")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                         help="auto: CUDA when torch sees a GPU; cpu: the CPU run even on a GPU machine")
