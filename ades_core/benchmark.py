@@ -39,6 +39,7 @@ from ades_core.backbones import create_classifier
 from ades_core.builder import build_defense, compile_model, resolve_autocast, resolve_device
 from ades_core.config import CueOptions, RunConfig
 from ades_core.cues import extract_cues
+from ades_core.engine.placement import channels_last
 from ades_core.cue_context import CueContext
 from ades_core.model_mode import eval_mode
 from ades_core.registries import CUES
@@ -241,9 +242,9 @@ def _format_step(
 ) -> Callable[[], None]:
     """A fresh model (same seed, so the same weights), batch, optimiser and pgd-at step in format ``name``."""
     model, x, y = _model_and_batch(settings, device)
-    memory_format = torch.channels_last if name.endswith("channels_last") else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    x = x.contiguous(memory_format=memory_format)
+    in_channels_last = name.endswith("channels_last")
+    model = model.to(memory_format=torch.channels_last if in_channels_last else torch.contiguous_format)
+    x = channels_last(x, "batch") if in_channels_last else x.contiguous()
     if name.startswith("compile"):
         compile_model(model)
     model.train()
