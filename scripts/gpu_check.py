@@ -26,8 +26,8 @@ the key figures. With the default limits, phases 2-4 take at most 8 minutes.
 On a machine without CUDA (or with ``--device cpu``) it runs end to end all
 the same: the CUDA tests are collected and skipped (the report gives their
 reason), the bench runs on the CPU at small sizes (a small CNN, batch 4,
-PGD-1, fp32, a shortened AutoAttack: see ``CPU_SIZES``; the size flags
-change them), and the report says that no CUDA part ran. CI runs it that way
+PGD-1, fp32, a shortened AutoAttack, one torch thread: see ``CPU_SIZES``;
+the size flags change them), and the report says that no CUDA part ran. CI runs it that way
 (tests/scripts/test_gpu_check.py).
 
 Exit status: 0 when every phase ran and no test failed, 1 otherwise (the
@@ -73,12 +73,14 @@ TEST_FILES = (
 
 PAPER_SIZES = {"backbone": "ades_wrn34_10", "batch_size": 128, "train_steps": 10, "eval_steps": 20, "warmup": 1,
                "repeats": 3, "precisions": "bf16,fp32", "autoattack_iterations": None,
-               "autoattack_queries": None}  # fmt: skip
+               "autoattack_queries": None, "threads": None}  # fmt: skip
 """The bench on CUDA: the paper's setting and the official AutoAttack."""
 
 CPU_SIZES = {"backbone": "ades_cnn_small", "batch_size": 4, "train_steps": 1, "eval_steps": 1, "warmup": 0,
-             "repeats": 1, "precisions": "fp32", "autoattack_iterations": 1, "autoattack_queries": 5}  # fmt: skip
-"""The bench on a CPU: the same code at sizes that take seconds (the figures mean little)."""
+             "repeats": 1, "precisions": "fp32", "autoattack_iterations": 1, "autoattack_queries": 5,
+             "threads": 1}  # fmt: skip
+"""The bench on a CPU: the same code at sizes that take seconds (the figures mean little). One torch
+thread: on a CI machine shared with other jobs, two threads took 46 s where one took 10 s."""
 
 ENVIRONMENT = r"""
 import json, torch
@@ -212,6 +214,8 @@ def bench(device: str, sizes: dict[str, Any], autoattack: bool, timeout: float, 
         for option in ("autoattack_iterations", "autoattack_queries"):
             if sizes[option] is not None and autoattack:
                 command += ["--" + option.replace("_", "-"), str(sizes[option])]
+        if sizes["threads"] is not None:
+            command += ["--threads", str(sizes["threads"])]
         step = run(command, timeout=timeout, env=env)
         try:  # rewritten after each section: a timed-out bench keeps what it measured ("complete": false)
             report = json.loads(out.read_text())
@@ -278,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes.add_argument("--autoattack-iterations", type=int, help="fewer than the authors' 100: quick checks only")
     sizes.add_argument("--autoattack-queries", type=int, help="fewer than the authors' 5000: quick checks only")
     sizes.add_argument("--no-autoattack", action="store_true")
+    sizes.add_argument("--threads", type=int, help="CPU threads of torch in the bench (default: 1 on a CPU)")
     args = parser.parse_args(argv)
 
     started = time.monotonic()
