@@ -39,6 +39,7 @@ from ades_core.backbones import create_classifier
 from ades_core.builder import build_defense, compile_model, resolve_autocast, resolve_device
 from ades_core.config import CueOptions, RunConfig
 from ades_core.cues import extract_cues
+from ades_core.engine.placement import channels_last
 from ades_core.cue_context import CueContext
 from ades_core.model_mode import eval_mode
 from ades_core.registries import CUES
@@ -86,7 +87,8 @@ class BenchSettings:
             raise ValueError("formats_only needs at least one format (--formats eager,compile,...)")
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device`` (CUDA); nothing on the CPU. Called around timed calls, never inside them."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -120,11 +122,11 @@ def measure_row_memory(calls: dict[str, Callable[[], Any]], device: torch.device
     """
     rows: dict[str, dict[str, Any]] = {}
     for name, fn in calls.items():
-        _sync(device)
+        synchronize(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             fn()
-            _sync(device)
+            synchronize(device)
             rows[name] = {"peak_memory_mb": peak_memory_mb(device)}
         else:
             before = peak_memory_mb(device)
@@ -146,13 +148,13 @@ def time_calls(
     for _ in range(warmup):
         for fn in calls.values():
             fn()
-    _sync(device)
+    synchronize(device)
     seconds: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, fn in calls.items():
             start = time.perf_counter()
             fn()
-            _sync(device)
+            synchronize(device)
             seconds[name].append(time.perf_counter() - start)
     return {
         name: {"min": min(values), "median": statistics.median(values), "mean": statistics.fmean(values),
@@ -161,15 +163,17 @@ def time_calls(
     }
 
 
-def _model_and_batch(settings: BenchSettings, device: torch.device) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(settings.seed)
-    model = create_classifier(
-        settings.backbone, num_classes=10, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26)
-    ).to(device)
+def model_and_batch(
+    backbone: str, batch_size: int, seed: int, device: torch.device
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A 10-class CIFAR model of ``backbone`` on ``device`` (channels_last on CUDA) and a random batch
+    ``x`` ``(batch_size, 3, 32, 32)`` in [0, 1] with labels ``y`` ``(batch_size,)``, from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    model = create_classifier(backbone, num_classes=10, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    x = torch.rand(settings.batch_size, 3, 32, 32, generator=generator).to(device)
-    y = torch.randint(0, 10, (settings.batch_size,), generator=generator).to(device)
+    x = torch.rand(batch_size, 3, 32, 32, generator=generator).to(device)
+    y = torch.randint(0, 10, (batch_size,), generator=generator).to(device)
     return model, x, y
 
 
@@ -183,6 +187,10 @@ def defense_row_config(row: str, settings: BenchSettings) -> RunConfig:
     return RunConfig.from_dict(sections)
 
 
+def _model_and_batch(settings: BenchSettings, device: torch.device) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    return model_and_batch(settings.backbone, settings.batch_size, settings.seed, device)
+
+
 def bench_training_steps(settings: BenchSettings) -> dict[str, Any]:
     """One full training step (defense step, backward, optimiser steps) per defense: seconds
     (:func:`time_calls`) and the row's own memory (:func:`measure_row_memory`)."""
@@ -192,7 +200,7 @@ def bench_training_steps(settings: BenchSettings) -> dict[str, Any]:
     optimiser = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     steps: dict[str, Callable[[], None]] = {}
     for name in settings.defenses:
-        steps[name] = _training_step(
+        steps[name] = training_step(
             build_defense(defense_row_config(name, settings), autocast_dtype), model, optimiser, x, y, device
         )
     model.train()
@@ -212,10 +220,12 @@ def bench_training_steps(settings: BenchSettings) -> dict[str, Any]:
     return rows
 
 
-def _training_step(
+def training_step(
     defense: Any, model: nn.Module, optimiser: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
     device: torch.device,
 ) -> Callable[[], None]:
+    """One full training step of ``defense`` as a call: defense step (its attack included), backward,
+    the model's optimiser step and, for a defense with parameters, an Adam step of those."""
     defense = defense.to(device) if isinstance(defense, nn.Module) else defense
     params = [p for p in defense.parameters() if p.requires_grad]
     defense_opt = torch.optim.Adam(params, lr=1e-3) if params else None
@@ -234,7 +244,8 @@ def _training_step(
     return step
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """``"TypeName: first line of the message"``: how a failed row is reported."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
@@ -244,9 +255,9 @@ def _format_step(
 ) -> Callable[[], None]:
     """A fresh model (same seed, so the same weights), batch, optimiser and pgd-at step in format ``name``."""
     model, x, y = _model_and_batch(settings, device)
-    memory_format = torch.channels_last if name.endswith("channels_last") else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    x = x.contiguous(memory_format=memory_format)
+    in_channels_last = name.endswith("channels_last")
+    model = model.to(memory_format=torch.channels_last if in_channels_last else torch.contiguous_format)
+    x = channels_last(x, "batch") if in_channels_last else x.contiguous()
     if name.startswith("compile"):
         compile_model(model)
     model.train()
@@ -254,7 +265,7 @@ def _format_step(
     config = RunConfig.from_dict(
         {"defense": FORMAT_DEFENSE, "cues": {"names": settings.cues}, "attack": {"steps": settings.steps}}
     )
-    return _training_step(build_defense(config, autocast_dtype), model, optimiser, x, y, device)
+    return training_step(build_defense(config, autocast_dtype), model, optimiser, x, y, device)
 
 
 def bench_formats(settings: BenchSettings) -> dict[str, Any]:
@@ -278,13 +289,13 @@ def bench_formats(settings: BenchSettings) -> dict[str, Any]:
         torch.manual_seed(settings.seed)  # the same random starts for every format's first call
         try:
             step = _format_step(name, settings, device, autocast_dtype)
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             step()
-            _sync(device)
+            synchronize(device)
             first_call[name] = time.perf_counter() - start
         except Exception as exc:  # a missing compiler, an unsupported op: report it, time the rest
-            failed[name] = _one_line(exc)
+            failed[name] = one_line(exc)
             continue
         steps[name] = step
     timed = time_calls(steps, device, warmup=settings.warmup, repeats=settings.repeats) if steps else {}

@@ -69,16 +69,50 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+BF16_CAPABILITY = (8, 0)
+"""The CUDA compute capability from which bf16 runs natively on tensor cores (Ampere)."""
+
+COMPILE_CAPABILITY = (7, 0)
+"""The oldest CUDA compute capability inductor's Triton kernels (``torch.compile``) support (Volta)."""
+
+
+def _capability(device: torch.device) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(device)
+
+
+def _gpu(device: torch.device) -> str:
+    major, minor = _capability(device)
+    return f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively: the CPU, or a GPU of compute capability 8.0+.
+
+    (``torch.cuda.is_bf16_supported()`` also says yes for older GPUs, which
+    emulate bf16 several times slower than fp16.)
+    """
+    return device.type != "cuda" or _capability(device) >= BF16_CAPABILITY
+
+
 def resolve_autocast(amp: str, device: torch.device) -> torch.dtype | None:
-    """Mixed-precision dtype: ``auto`` is bf16 on CUDA (fp16 where bf16 is missing), off on CPU."""
+    """Mixed-precision dtype: ``auto`` is bf16 on CUDA (fp16 on GPUs without native bf16), off on CPU.
+
+    Raises:
+        BuildError: ``bf16`` asked for on a GPU without native bf16 (compute capability < 8.0).
+    """
     if amp == "off":
         return None
     if amp == "bf16":
+        if not native_bf16(device):
+            raise BuildError(
+                f"--amp bf16 asked for, but {_gpu(device)} has no native bf16 (it needs compute "
+                "capability 8.0+) and would emulate it slowly; use --amp fp16 or --amp off"
+            )
         return torch.bfloat16
     if amp == "fp16":
         return torch.float16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16(device) else torch.float16
     return None
 
 
@@ -233,7 +267,19 @@ def compile_model(model: torch.nn.Module, *, backend: str = "inductor") -> torch
 
     The module is not wrapped, so parameter names, ``state_dict`` keys and
     saved files are the same as without compilation.
+
+    Raises:
+        BuildError: the model is on a GPU older than inductor supports
+            (:data:`COMPILE_CAPABILITY`); without this check the first call
+            would fail deep inside the compiler.
     """
+    first = next(model.parameters(), None)
+    if backend == "inductor" and first is not None and first.device.type == "cuda":
+        if _capability(first.device) < COMPILE_CAPABILITY:
+            raise BuildError(
+                f"--compile needs compute capability 7.0+ (inductor's Triton kernels), "
+                f"{_gpu(first.device)} is older; run without --compile"
+            )
     for name in ("forward", "forward_features", "forward_head"):
         if hasattr(model, name):
             setattr(model, name, torch.compile(getattr(model, name), backend=backend))

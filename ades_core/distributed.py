@@ -98,8 +98,15 @@ def active() -> DistributedContext | None:
 
 
 def launched_by_torchrun() -> bool:
-    """``WORLD_SIZE`` > 1 in the environment (``torchrun`` sets it, with ``RANK`` and ``LOCAL_RANK``)."""
-    return int(os.environ.get("WORLD_SIZE", "1") or "1") > 1
+    """``WORLD_SIZE`` > 1 in the environment, or a one-rank ``torchrun`` (``TORCHELASTIC_RUN_ID`` set).
+
+    ``torchrun`` sets ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` and
+    ``TORCHELASTIC_RUN_ID``. A one-rank launch (``--nproc-per-node 1`` on a
+    one-GPU machine) takes the same path as many ranks: process group
+    (``nccl`` on CUDA), DDP, sharded evaluation.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1") or "1")
+    return world > 1 or (world == 1 and bool(os.environ.get("TORCHELASTIC_RUN_ID")))
 
 
 def init_from_env(device: str = "auto") -> DistributedContext | None:

@@ -24,8 +24,8 @@ def budget_column(eps: Tensor | float, x: Tensor) -> Tensor:
         ValueError: ``eps`` is a tensor whose shape is neither ``()`` nor ``(B,)``.
     """
     batch = x.shape[0]
-    if not isinstance(eps, Tensor):
-        eps = torch.tensor(float(eps), device=x.device)
+    if not isinstance(eps, Tensor):  # a fill on the device, not a host-to-device copy (which syncs on CUDA)
+        return torch.full((batch, *([1] * (x.ndim - 1))), float(eps), dtype=torch.float32, device=x.device)
     if eps.ndim == 0:
         eps = eps.expand(batch)
     if eps.shape != (batch,):

@@ -11,6 +11,7 @@ from torch import nn
 
 from ades_core.data import DeviceLoader, ImageTensors
 from ades_core.distributed import DistributedContext, shard_bounds
+from ades_core.engine.placement import check_model_device
 from ades_core.model_mode import autocast_for, eval_mode
 from ades_core.protocols import BudgetedAttack
 from ades_core.scoring import strictly_correct
@@ -59,6 +60,7 @@ def evaluate_robustness(
     and the counts are summed over ranks: every rank returns the report of
     the whole split, equal to the single-process one.
     """
+    check_model_device(model, device)
     start = time.perf_counter()
     n = len(data)
     first, stop = (0, n) if distributed is None else shard_bounds(

@@ -51,6 +51,7 @@ from ades_core.engine.files import (
     write_json,
 )
 from ades_core.engine.nonfinite import NonFiniteError, StepGuard
+from ades_core.engine.placement import check_placement
 from ades_core.engine.run_folder import (
     CONFIG_FILE,
     DEFENSE_FILE,
@@ -132,6 +133,7 @@ class Trainer:
             raise RunFolderError(
                 "overwrite and resume exclude each other: resume continues a run, overwrite replaces it"
             )
+        check_placement(setup.model, device=setup.device, data_device=setup.train_loader.device)
         self.setup = setup
         self.dist = setup.dist
         self.is_main = self.dist is None or self.dist.is_main

@@ -53,14 +53,14 @@ def test_each_format_reports_time_throughput_and_ratio_to_eager():
 
 def test_channels_last_format_trains_a_channels_last_model(monkeypatch):
     seen = []
-    real = benchmark._training_step
+    real = benchmark.training_step
 
     def spy(defense, model, optimiser, x, y, device):
         seen.append((model.backbone.features[0].weight.is_contiguous(memory_format=torch.channels_last),
                      x.is_contiguous(memory_format=torch.channels_last), x.is_contiguous()))
         return real(defense, model, optimiser, x, y, device)
 
-    monkeypatch.setattr(benchmark, "_training_step", spy)
+    monkeypatch.setattr(benchmark, "training_step", spy)
     bench_formats(BenchSettings(formats=("eager", "channels_last"), **TINY))
     assert seen[0][2] and not seen[0][1]  # eager: contiguous NCHW input
     assert seen[1][:2] == (True, True)

@@ -53,7 +53,7 @@ def test_cpu_rows_report_the_growth_of_the_peak_rss_their_own_call_caused(monkey
 
 def test_cuda_rows_report_the_peak_of_their_own_call_reset_before_it(monkeypatch):
     memory = FakeMemory(baseline=10.0)
-    monkeypatch.setattr(benchmark, "_sync", lambda device: None)
+    monkeypatch.setattr(benchmark, "synchronize", lambda device: None)
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", memory.reset)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: memory.peak * 2**20)
     calls = {"a": memory.use(100.0), "b": memory.use(150.0), "c": memory.use(120.0)}
