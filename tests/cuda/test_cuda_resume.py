@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -29,7 +28,8 @@ from ades_cli.main import cli
 from ades_core import build
 from ades_core.engine.run_folder import resume_config
 from ades_core.engine.run_state import restore_state
-from ades_core.engine.training_state import KILL_HOOK_ENV, load_training_state, state_folder
+from ades_core.engine.training_state import load_training_state, state_folder
+from tests.kill_hook import kill_during_checkpoint_env
 from tests.cuda.gpu import CUDA_TESTS, image_folder
 
 pytestmark = CUDA_TESTS
@@ -57,7 +57,7 @@ def test_a_killed_cuda_run_resumes_on_the_gpu_and_finishes(tmp_path):
     # saves: epoch 1 steps 1-3, end of epoch 1, epoch 2 step 1, then the 6th (epoch 2 step 2) dies
     killed = subprocess.run(
         [sys.executable, "-m", "ades_cli", *_args(data, out)], cwd=REPO, capture_output=True, text=True,
-        env={**os.environ, KILL_HOOK_ENV: "6"}, timeout=300,
+        env=kill_during_checkpoint_env(6), timeout=300,
     )  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:] + killed.stderr[-3000:]
     assert _position(out) == {"epoch": 1, "step": 1, "global_step": STEPS_PER_EPOCH + 1}
