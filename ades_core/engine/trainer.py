@@ -42,7 +42,6 @@ from ades_core.config import format_eps
 from ades_core.distributed import average_gradients, broadcast_module
 from ades_core.engine.checkpoint import MODEL_FILE, save_model
 from ades_core.engine.epoch_lines import SATURATED_SIGMA, epoch_line, epoch_warnings, progress_text
-from ades_core.engine.evaluator import evaluate_robustness
 from ades_core.engine.files import (
     append_jsonl,
     atomic_write,
@@ -78,7 +77,7 @@ from ades_core.engine.training_state import (
     load_training_state,
     save_training_state,
 )
-from ades_core.engine.validation import RunSelection
+from ades_core.engine.validation import RunSelection, held_out_check
 from ades_core.protocols import EpochAware, replays_of
 
 if TYPE_CHECKING:  # annotations only: setup.py imports the trainer
@@ -432,17 +431,7 @@ class Trainer:
             return {"test_clean_acc": None, "test_pgd_acc": None}
         norm = setup.config.norm
         task = bar.add_task("", total=None, phase=f"eval {norm} PGD-{cfg.steps} @ {format_eps(cfg.eps, norm)}")
-        report = evaluate_robustness(
-            setup.model,
-            setup.test_data,
-            setup.eval_attack,
-            cfg.eps,
-            batch_size=cfg.batch_size,
-            device=setup.device,
-            autocast_dtype=setup.autocast_dtype,
-            seed=setup.config.seed,
-            distributed=self.dist,
-        )
+        report = held_out_check(setup, setup.model, setup.test_data, self.dist)
         bar.remove_task(task)
         return {
             "test_clean_acc": report.clean_acc,

@@ -36,6 +36,16 @@ if TYPE_CHECKING:  # annotations only: setup.py imports the trainer, which impor
     from ades_core.engine.setup import TrainingSetup
 
 
+
+def held_out_check(setup: Any, model: Any, data: Any, distributed: Any) -> Any:
+    """The per-epoch held-out check of ``model`` on ``data`` (the test or the validation split):
+    clean and ``eval`` PGD accuracy with the run's eval settings (:func:`evaluate_robustness`)."""
+    cfg = setup.config.eval
+    return evaluate_robustness(
+        model, data, setup.eval_attack, cfg.eps, batch_size=cfg.batch_size, device=setup.device,
+        autocast_dtype=setup.autocast_dtype, seed=setup.config.seed, distributed=distributed,
+    )
+
 class RunSelection:
     """The validation check, best checkpoint, EMA and early stop of one run (see the module docstring)."""
 
@@ -75,19 +85,7 @@ class RunSelection:
         return self.ema.copy_into(self._ema_model)
 
     def _check(self, model: nn.Module) -> AccuracyReport:
-        setup = self.setup
-        cfg = setup.config.eval
-        return evaluate_robustness(
-            model,
-            setup.val_data,
-            setup.eval_attack,
-            cfg.eps,
-            batch_size=cfg.batch_size,
-            device=setup.device,
-            autocast_dtype=setup.autocast_dtype,
-            seed=setup.config.seed,
-            distributed=setup.dist,
-        )
+        return held_out_check(self.setup, model, self.setup.val_data, self.setup.dist)
 
     def end_epoch(self, epoch: int, *, due: bool) -> dict[str, Any]:
         """The validation figures of 0-based ``epoch`` for its metrics record (``None`` when not

@@ -90,7 +90,9 @@ class StudyRunner:
         step.log.parent.mkdir(parents=True, exist_ok=True)
         with open(step.log, "a", encoding="utf-8") as log:
             stamp = datetime.datetime.now().isoformat(timespec="seconds")
-            log.write(f"# {stamp} {step.kind} ({step.how}), {self.threads} threads: {shlex.join(command)}\n")
+            # the header names the interpreter as `python`: logs are committed, machine paths are not
+            shown = shlex.join(["python", *command[1:]])
+            log.write(f"# {stamp} {step.kind} ({step.how}), {self.threads} threads: {shown}\n")
             log.flush()
             with self._lock:
                 if self._stopping.is_set():

@@ -71,7 +71,7 @@ def _free_port() -> int:
 def test_two_ranks_reduce_the_objectives_figures_over_the_global_batch(tmp_path):
     mp.spawn(_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     whole = _figures(_batch())
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for name in ("rms", "penalty", "target_deviation"):
         torch.testing.assert_close(torch.cat([ranks[0][name], ranks[1][name]]), whole[name])
     for r in (0, 1):
