@@ -71,7 +71,7 @@ def bench_command(
     With --paper-scale, the paper's setting on this device instead (see
     docs/benchmarks.md): `ades bench --paper-scale --device cuda --out gpu.json`.
     """
-    from ades_core.engine.files import write_json
+    from ades_core.engine.runfolder.atomic_files import write_json
 
     given = {name for name in (*STANDARD_ONLY, *PAPER_ONLY)
              if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}

@@ -19,7 +19,7 @@ from ades_cli.options import COMMA_LIST
 EXTERNAL_OPTIONS = ("--arch", "--weights", "--num-classes", "--mean", "--std")
 
 RUN_WEIGHTS = ("last", "best", "ema")
-"""``--weights`` with a run folder: which of its model files (``ades_core.engine.checkpoint.WEIGHT_FILES``)."""
+"""``--weights`` with a run folder: which of its model files (``ades_core.engine.runfolder.model_files.WEIGHT_FILES``)."""
 
 
 def external_model_options(fn):

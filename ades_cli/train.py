@@ -175,7 +175,7 @@ def _say_recipe(preset: str | None, console: Console) -> None:
 
 def _resumed_config(resume: Path, preset: str | None, out: Path | None, overwrite: bool, options: dict[str, Any]):
     """The config of the run in ``resume`` with the explicitly given (resumable) options applied."""
-    from ades_core.engine.run_folder import (
+    from ades_core.engine.runfolder import (
         RESUMABLE_FIELDS,
         ResumeConflictError,
         resume_config,
@@ -232,7 +232,7 @@ def run(
       torchrun --nproc-per-node 8 -m ades_cli run --preset paper ...
     """
     from ades_core.distributed import init_from_env, launched_by_torchrun, shutdown
-    from ades_core.engine.run_folder import check_new_run
+    from ades_core.engine.runfolder import check_new_run
 
     if resume is not None and launched_by_torchrun():
         raise click.UsageError(

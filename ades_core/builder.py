@@ -32,7 +32,7 @@ from ades_core.distributed import (
     convert_sync_batchnorm,
 )
 from ades_core.data.validation_split import hold_out
-from ades_core.engine.checkpoint import ModelSpec
+from ades_core.engine.runfolder.model_files import ModelSpec
 from ades_core.engine.lr_schedules import build_lr_schedule, per_iteration
 from ades_core.engine.setup import TrainingSetup
 from ades_core.protocols import (

@@ -12,7 +12,7 @@ from torch import nn
 from ades_core.config import RunConfig
 from ades_core.data import DeviceLoader, ImageTensors
 from ades_core.distributed import DistributedContext
-from ades_core.engine.checkpoint import ModelSpec
+from ades_core.engine.runfolder.model_files import ModelSpec
 from ades_core.protocols import BudgetedAttack, Defense
 
 
@@ -72,7 +72,7 @@ class TrainingSetup:
 
         ``kwargs`` go to :class:`~ades_core.engine.trainer.Trainer`: ``progress``,
         ``overwrite``, and ``resume=True`` to continue the run already in ``out``
-        (build this setup from :func:`~ades_core.engine.run_folder.resume_config`).
+        (build this setup from :func:`~ades_core.engine.runfolder.resume_config`).
         """
         from ades_core.engine.trainer import Trainer
 

@@ -8,7 +8,7 @@ index (``N`` = training-set size), so each sample keeps the last values it had
 in the epoch. :meth:`BudgetTelemetry.end_epoch` reads them once, computes the
 epoch's record and keeps the epoch's budgets for the next epoch's comparison.
 The run folder gets one JSON line per epoch in ``telemetry.jsonl``
-(:data:`~ades_core.engine.run_folder.TELEMETRY_FILE`); docs/telemetry.md
+(:data:`~ades_core.engine.runfolder.TELEMETRY_FILE`); docs/telemetry.md
 describes every key. Budgets are in [0, 1] pixel scale throughout.
 
 Under ``torchrun`` each rank holds the samples of its own batches (the ranks'
@@ -31,8 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from ades_core.distributed import active
-from ades_core.engine.files import append_jsonl, atomic_write, jsonl_line, read_jsonl
-from ades_core.engine.run_folder import TELEMETRY_FILE
+from ades_core.engine.runfolder.atomic_files import append_jsonl, atomic_write, jsonl_line, read_jsonl
+from ades_core.engine.runfolder.layout import TELEMETRY_FILE
 from ades_core.engine.telemetry_stats import (  # noqa: F401  (re-exported: the statistics live there)
     HISTOGRAM_BINS,
     MIN_SPREAD_FRACTION,

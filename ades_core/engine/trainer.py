@@ -1,14 +1,15 @@
-"""The training loop: optimiser steps, per-epoch evaluation, the run folder, resumable state.
+"""The training loop: epochs, per-epoch evaluation, logging and the cadence of saving.
 
-The trainer knows nothing about cues or budgets: it calls ``defense.step``,
-backpropagates the returned loss, steps the model's SGD and the defense's own
-optimiser, and records what the step reports. Statistics (and the non-finite
-flag of every step) accumulate on the device and are read once per
-``log_every`` steps, before each checkpoint and once per epoch.
+The trainer knows nothing about cues or budgets: each minibatch is one
+:func:`~ades_core.engine.step.training_step` (the defense's loss, backward,
+the optimiser steps, the after-step hooks), and the trainer records what the
+step reports. Statistics (and the non-finite flag of every step) accumulate
+on the device and are read once per ``log_every`` steps, before each
+checkpoint and once per epoch.
 
-The run folder is described in :mod:`ades_core.engine.run_folder`. The
-training state (:mod:`ades_core.engine.run_state`) is written atomically at
-the end of every epoch and, with ``checkpoint_every``, every that many steps;
+The run folder and its resumable training state are written by
+:class:`~ades_core.engine.runfolder.writer.RunFolderWriter`: the state at the
+end of every epoch and, with ``checkpoint_every``, every that many steps;
 ``Trainer(setup, resume=True).fit(out)`` continues from it, and on the CPU
 with the same thread count the result is bitwise the uninterrupted run's.
 
@@ -22,7 +23,6 @@ Resuming under ``torchrun`` is refused (see docs/distributed.md).
 
 from __future__ import annotations
 
-import importlib.metadata
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,47 +36,21 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from safetensors.torch import save_file
 
 from ades_core.config import format_eps
-from ades_core.distributed import average_gradients, broadcast_module
-from ades_core.engine.checkpoint import MODEL_FILE, save_model
+from ades_core.distributed import broadcast_module
 from ades_core.engine.epoch_lines import SATURATED_SIGMA, epoch_line, epoch_warnings, progress_text
-from ades_core.engine.files import (
-    append_jsonl,
-    atomic_write,
-    finite_or_none,
-    jsonl_line,
-    write_json,
-)
 from ades_core.engine.nonfinite import NonFiniteError, StepGuard
 from ades_core.engine.placement import check_placement
-from ades_core.engine.run_folder import (
-    CONFIG_FILE,
-    DEFENSE_FILE,
-    METRICS_FILE,
-    TENSORBOARD_DIR,
-    RunFolderError,
-    check_new_run,
-    check_same_data,
-    clear_run,
-)
-from ades_core.engine.run_state import (
-    FINITE_PARTS,
-    Position,
-    ResumePoint,
-    capture_state,
-    restore_state,
-)
+from ades_core.engine.runfolder.atomic_files import finite_or_none
+from ades_core.engine.runfolder.config_file import RunFolderError
+from ades_core.engine.runfolder.layout import CONFIG_FILE, DEFENSE_FILE, METRICS_FILE, TENSORBOARD_DIR
+from ades_core.engine.runfolder.state_capture import Position, ResumePoint
+from ades_core.engine.runfolder.writer import RunFolderWriter
 from ades_core.engine.stats import EpochStats
+from ades_core.engine.step import training_step
 from ades_core.engine.tensorboard import NullBoard, open_board
-from ades_core.engine.telemetry import BudgetTelemetry, keep_finished_epochs
-from ades_core.engine.training_state import (
-    STATE_DIR,
-    TrainingStateError,
-    load_training_state,
-    save_training_state,
-)
+from ades_core.engine.telemetry import BudgetTelemetry
 from ades_core.engine.validation import RunSelection, held_out_check
 from ades_core.protocols import EpochAware, replays_of
 
@@ -97,13 +71,6 @@ __all__ = [
 ]
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 class Trainer:
     """Runs a :class:`TrainingSetup` to completion, writing its run folder.
 
@@ -116,7 +83,7 @@ class Trainer:
         overwrite: replace a run already in ``out`` (its files are deleted
             once training starts, not before).
         resume: continue the run in ``out`` from its training state; ``setup``
-            must be built from that run's config (:func:`~ades_core.engine.run_folder.resume_config`).
+            must be built from that run's config (:func:`~ades_core.engine.runfolder.config_file.resume_config`).
     """
 
     def __init__(
@@ -150,8 +117,8 @@ class Trainer:
         self.resume = resume
         self.history: list[dict[str, Any]] = []
         self.global_step = 0
-        self.last_saved: Position | None = None
         self.out = Path(".")
+        self.folder: RunFolderWriter  # the run folder's writer, made by fit(out)
         self.telemetry = BudgetTelemetry.for_setup(setup)
         self.selection = RunSelection(setup)
         self.board: NullBoard = NullBoard()
@@ -163,91 +130,15 @@ class Trainer:
             check_grads=setup.grad_scaler is None,
         )
 
-    # ------------------------------------------------------------ folder
-    def _write_config(self, out: Path) -> None:
-        payload = self.setup.config.to_dict()
-        payload["resolved"] = self.setup.resolved | {
-            "versions": {d: _version(d) for d in ("ades", "torch", "timm", "torchvision")}
-        }
-        write_json(out / CONFIG_FILE, payload)
-
-    def _start(self, out: Path) -> ResumePoint | None:
-        """Prepare ``out``; return the point to resume from, if any.
-
-        Everything that can fail (folder checks, reading and restoring the
-        state) happens before the first file is written.
-        """
-        if not self.is_main:
-            return None  # rank 0 writes the folder; the others only train
-        if not self.resume:
-            check_new_run(out, self.setup.config, overwrite=self.overwrite)
-            out.mkdir(parents=True, exist_ok=True)
-            clear_run(out)
-            self._write_config(out)
-            return None
-        if not (out / CONFIG_FILE).is_file():
-            raise RunFolderError(f"{out} holds no run to resume (no {CONFIG_FILE})")
-        check_same_data(out, self.setup.resolved)
-        state = load_training_state(out)
-        point = restore_state(self.setup, state) if state is not None else None
-        if state is not None and state.get("telemetry") is not None:  # absent: states from before telemetry
-            self.telemetry.load_state_dict(state["telemetry"])
-        if state is not None and state.get("selection") is not None:  # absent: states from before selection
-            try:
-                self.selection.load_state_dict(state["selection"])
-            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-                raise TrainingStateError(f"the training state does not fit this run: {exc}") from None
-        if point is None and (out / METRICS_FILE).is_file() and (out / METRICS_FILE).stat().st_size:
-            raise RunFolderError(
-                f"{out} holds finished epochs but no training state ({STATE_DIR}/ is missing); "
-                "it cannot be resumed: pass --overwrite to start it again"
-            )
-        self._write_config(out)
-        history = point.history if point is not None else []
-        text = "".join(jsonl_line(record) for record in history)
-        atomic_write(out / METRICS_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-        keep_finished_epochs(out, len(history))
-        return point
-
-    def _save_files(self, out: Path) -> None:
-        if not self.is_main:
-            return
-        setup = self.setup
-        save_model(out / MODEL_FILE, setup.model, setup.model_spec, setup.config.to_dict())
-        state = {k: v.detach().cpu().contiguous() for k, v in setup.defense.state_dict().items()}
-        if state:
-            atomic_write(out / DEFENSE_FILE, lambda tmp: save_file(state, str(tmp)))
-        self.selection.save_files(out)
-
-    def _checkpoint(self, position: Position, stats: EpochStats | None, seconds: float) -> None:
-        """Write the training state at ``position`` (callers have checked the non-finite flag)."""
-        telemetry = self.telemetry.state_dict()  # under torchrun a collective: every rank takes part
-        if self.dist is not None:
-            if stats is not None:  # the global sums (a collective: every rank takes part)
-                snapshot = EpochStats(self.setup.device)
-                snapshot.load_state_dict(stats.global_state_dict())
-                stats = snapshot
-            if not self.is_main:
-                self.last_saved = position
-                return
-        state = capture_state(self.setup, position, self.history, stats, seconds)
-        state["telemetry"] = telemetry
-        state["selection"] = self.selection.state_dict()
-        try:
-            save_training_state(self.out, state, finite=FINITE_PARTS)
-        except OSError as exc:  # a full disk, a vanished mount: say so, keep the previous state
-            previous = self.last_saved.describe() if self.last_saved else "none"
-            raise TrainingStateError(
-                f"could not write the training state to {self.out / STATE_DIR} ({exc}); "
-                f"the previous one ({previous}) is kept"
-            ) from None
-        self.last_saved = position
-
     # ------------------------------------------------------------ loop
     def fit(self, out: Path) -> list[dict[str, Any]]:
         """Train the remaining epochs; return every epoch's metrics (also in ``metrics.jsonl``)."""
         self.out = out = Path(out)
-        point = self._start(out)
+        self.folder = RunFolderWriter(
+            self.setup, out, telemetry=self.telemetry, selection=self.selection,
+            main=self.is_main, overwrite=self.overwrite, resume=self.resume,
+        )
+        point = self.folder.start()
         setup = self.setup
         epochs = setup.epochs
         if epochs != setup.config.optim.epochs:
@@ -261,7 +152,6 @@ class Trainer:
         if point is not None:
             self.history = [finite_or_none(record) for record in point.history]  # states before strict JSON: NaN
             self.global_step = point.position.global_step
-            self.last_saved = point.position
             first_epoch = point.position.epoch
             self.console.print(f"resuming {out} {point.position.describe()}", highlight=False)
             for note in point.notes:
@@ -293,11 +183,9 @@ class Trainer:
                 record |= self.selection.end_epoch(epoch, due=self._due(epoch))
                 # the history holds what metrics.jsonl holds: null for a figure that is not finite
                 self.history.append(finite_or_none(record))
-                if self.is_main:
-                    append_jsonl(out / METRICS_FILE, record)
-                    self.telemetry.write(out)
+                self.folder.write_epoch(record)
                 self._save_files(out)
-                self._checkpoint(Position(epoch + 1, 0, self.global_step), None, 0.0)
+                self.folder.checkpoint(Position(epoch + 1, 0, self.global_step), self.history, None, 0.0)
                 self.board.epoch(record, self.telemetry.last_record)
                 self.console.print(epoch_line(record, self.setup.config.norm), highlight=False, soft_wrap=True)
                 for warning in record["warnings"]:
@@ -306,6 +194,10 @@ class Trainer:
                     self.console.print(self.selection.describe_stop(), highlight=False, soft_wrap=True)
         self.board.close()
         return self.history
+
+    def _save_files(self, out: Path) -> None:
+        """The epoch's model files (:meth:`RunFolderWriter.save_files`), between its lines and its state."""
+        self.folder.save_files()
 
     def _train_epoch(self, epoch: int, bar: Progress, resumed: ResumePoint | None) -> dict[str, Any]:
         setup = self.setup
@@ -352,7 +244,7 @@ class Trainer:
             if config.checkpoint_every and step % config.checkpoint_every == 0 and not last:
                 self._stop_if_nonfinite(stats.read(), epoch)
                 seconds = seconds_before + time.perf_counter() - start
-                self._checkpoint(Position(epoch, step, self.global_step), stats, seconds)
+                self.folder.checkpoint(Position(epoch, step, self.global_step), self.history, stats, seconds)
         if setup.device.type == "cuda":
             torch.cuda.synchronize(setup.device)
         seconds = seconds_before + time.perf_counter() - start
@@ -375,49 +267,21 @@ class Trainer:
     def _update(
         self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, defense_params: list
     ) -> tuple[Any, torch.Tensor]:
-        """One optimiser update on the defense's loss for ``(x, y, idx)``; returns the step's
-        output and its 0-d finiteness flag (undone in ``skip`` mode when not finite; the
-        defense's ``commit`` hook gets the flag last, to keep its staged state or not)."""
-        setup, guard = self.setup, self.guard
-        setup.optimizer.zero_grad(set_to_none=True)
-        if setup.defense_optimizer is not None:
-            setup.defense_optimizer.zero_grad(set_to_none=True)
-        guard.begin()
-        out = setup.defense.step(model, x, y, idx)
-        if setup.grad_scaler is not None:
-            setup.grad_scaler.scale(out.loss).backward()
-            average_gradients(defense_params)
-            finite = guard.finite(out.loss)
-            setup.grad_scaler.step(setup.optimizer)
-            if setup.defense_optimizer is not None:
-                setup.grad_scaler.step(setup.defense_optimizer)
-            setup.grad_scaler.update()
-        else:
-            out.loss.backward()
-            average_gradients(defense_params)
-            finite = guard.finite(out.loss)
-            setup.optimizer.step()
-            if setup.defense_optimizer is not None:
-                setup.defense_optimizer.step()
-        if out.after_update is not None:
-            out.after_update()
-        guard.commit(finite)
-        if out.commit is not None:  # state the defense staged, kept only with the step
-            out.commit(finite)
-        return out, finite
+        """One :func:`~ades_core.engine.step.training_step` on ``(x, y, idx)``; ``defense_params``:
+        the defense's parameters whose gradients are averaged over ranks (empty on one process)."""
+        setup = self.setup
+        optimizers = [o for o in (setup.optimizer, setup.defense_optimizer) if o is not None]
+        return training_step(
+            model, setup.defense, x, y, idx,
+            optimizers=optimizers, grad_scaler=setup.grad_scaler, guard=self.guard, averaged=defense_params,
+        )
 
     def _stop_if_nonfinite(self, live: dict[str, Any], epoch: int) -> None:
         if not live["nonfinite_steps"] or self.guard.mode != "stop":
             return
-        kept = (
-            f"the last good training state ({self.last_saved.describe()}) is kept in "
-            f"{self.out / STATE_DIR}; fix the cause and continue with --resume {self.out}"
-            if self.last_saved is not None
-            else "no training state had been written yet"
-        )
         raise NonFiniteError(
             f"non-finite loss or gradient at epoch {epoch + 1}, step {live['first_nonfinite_step']}: "
-            f"training stopped; {kept}, or pass --on-nonfinite skip to skip such steps"
+            f"training stopped; {self.folder.kept_state()}, or pass --on-nonfinite skip to skip such steps"
         )
 
     def _due(self, epoch: int) -> bool:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ades_core.engine.checkpoint import BEST_MODEL_FILE, EMA_MODEL_FILE, save_model
+from ades_core.engine.runfolder.model_files import BEST_MODEL_FILE, EMA_MODEL_FILE, save_model
 from ades_core.engine.ema import WeightAverage
 from ades_core.engine.evaluator import AccuracyReport, evaluate_robustness
 

@@ -17,11 +17,11 @@ from typing import Any
 import attrs
 
 from ades_core.config import format_eps
-from ades_core.engine.run_folder import METRICS_FILE
+from ades_core.engine.runfolder import METRICS_FILE
 from ades_core.norms import NORMS
 from ades_core.evaluation.masking import CheckResult, summarise_checks
 from ades_core.evaluation.report import read_report
-from ades_core.engine.checkpoint import WEIGHT_FILES
+from ades_core.engine.runfolder.model_files import WEIGHT_FILES
 from ades_core.evaluation.sources import EVAL_FILE
 
 RUN_EVAL_FILES: tuple[str, ...] = tuple(

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ades_core.engine.files import write_json
+from ades_core.engine.runfolder.atomic_files import write_json
 
 FORMAT = "ades-eval-resume"
 VERSION = 1

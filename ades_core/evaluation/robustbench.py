@@ -34,8 +34,8 @@ from torch import Tensor, nn
 
 from ades_core.backbones import NormalizedClassifier
 from ades_core.config import format_eps
-from ades_core.engine.checkpoint import MODEL_FILE, load_model
-from ades_core.engine.files import atomic_write
+from ades_core.engine.runfolder.model_files import MODEL_FILE, load_model
+from ades_core.engine.runfolder.atomic_files import atomic_write
 from ades_core.evaluation.report import read_report
 from ades_core.evaluation.sources import describe_run
 from ades_core.norms import NORMS

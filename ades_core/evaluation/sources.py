@@ -20,8 +20,8 @@ import attrs
 
 from ades_core.data import DataRequest, ImageTensors, load_test_split
 from ades_core.data.datasets import SUBSET_ORDERS
-from ades_core.engine.checkpoint import MODEL_FILE, WEIGHT_FILES, read_run_config, read_spec, resolve_model_file
-from ades_core.engine.run_folder import CONFIG_FILE
+from ades_core.engine.runfolder.model_files import MODEL_FILE, WEIGHT_FILES, read_run_config, read_spec, resolve_model_file
+from ades_core.engine.runfolder import CONFIG_FILE
 
 EVAL_FILE = "eval.json"
 
@@ -44,7 +44,7 @@ class RunInfo:
             (architecture, weights file, classes, normalisation; written into
             ``eval.json`` as ``external_model``), else ``None``.
         weights: which of a run's weights the file holds (``last``, ``best``,
-            ``ema``; :data:`~ades_core.engine.checkpoint.WEIGHT_FILES`), or
+            ``ema``; :data:`~ades_core.engine.runfolder.model_files.WEIGHT_FILES`), or
             ``None`` for a file of another name.
     """
 

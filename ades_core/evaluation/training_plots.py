@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ades_core.engine.run_folder import METRICS_FILE
-from ades_core.engine.files import read_jsonl
+from ades_core.engine.runfolder import METRICS_FILE
+from ades_core.engine.runfolder.atomic_files import read_jsonl
 from ades_core.engine.telemetry import TelemetryError, read_telemetry
 
 CURVES_FILE = "training_curves.png"

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ades_core.engine.run_folder import TELEMETRY_FILE
+from ades_core.engine.runfolder import TELEMETRY_FILE
 
 
 def last_telemetry(folder: Path) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import attrs
 
-from ades_core.engine.run_folder import CONFIG_FILE
+from ades_core.engine.runfolder import CONFIG_FILE
 from ades_core.study.runs import (
     AUTOATTACK_REPORT,
     EVAL_REPORT,

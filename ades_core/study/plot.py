@@ -22,7 +22,7 @@ def plot_study(results: Mapping[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ades_core.engine.files import atomic_write
+    from ades_core.engine.runfolder.atomic_files import atomic_write
 
     metrics = [m["name"] for m in results["metrics"] if m["unit"] == "accuracy"]
     arms = list(results["arms"])

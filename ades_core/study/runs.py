@@ -1,7 +1,7 @@
 """What a study's run folder holds: how far its run got, and the numbers it produced.
 
 A run folder ``<out>/<arm>/seed<k>/`` is an ``ades run`` folder (see
-:mod:`ades_core.engine.run_folder`) plus the study's files::
+:mod:`ades_core.engine.runfolder`) plus the study's files::
 
     eval.json              the study's evaluation (``ades eval``), written when it finishes
     eval.resume.json       the evaluation's resume state while it runs (removed when it finishes)
@@ -24,9 +24,9 @@ from typing import Any
 
 import attrs
 
-from ades_core.engine.checkpoint import MODEL_FILE
-from ades_core.engine.run_folder import CONFIG_FILE, METRICS_FILE
-from ades_core.engine.training_state import STATE_DIR
+from ades_core.engine.runfolder.model_files import MODEL_FILE
+from ades_core.engine.runfolder import CONFIG_FILE, METRICS_FILE
+from ades_core.engine.runfolder.state_files import STATE_DIR
 
 EVAL_REPORT = "eval.json"
 AUTOATTACK_REPORT = "eval-autoattack.json"

@@ -221,7 +221,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
 
 def write_table(spec: StudySpec, *, plot: bool = True) -> dict[str, Any]:
     """Write ``study.json``, ``study.md`` and (``plot``) ``study.png`` into the study folder; return the results."""
-    from ades_core.engine.files import atomic_write
+    from ades_core.engine.runfolder.atomic_files import atomic_write
 
     results = study_results(spec)
     spec.out.mkdir(parents=True, exist_ok=True)

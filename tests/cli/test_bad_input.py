@@ -18,7 +18,7 @@ import torch
 from click.testing import CliRunner
 
 from ades_cli.main import cli
-from ades_core.engine.training_state import state_folder
+from ades_core.engine.runfolder.state_files import state_folder
 from tests.cli.tiny_runs import GOOD, TINY_RUN, write_images
 
 pytestmark = pytest.mark.filterwarnings(

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from ades_cli.main import cli
-from ades_core.engine.training_state import load_training_state
+from ades_core.engine.runfolder.state_files import load_training_state
 from tests.cli.tiny_runs import TINY_RUN
 
 

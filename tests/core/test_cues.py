@@ -155,7 +155,7 @@ def test_normalised_cues_lie_in_unit_interval_for_any_scale(values, shift, scale
 def test_mcdropout_on_a_model_built_with_drop_rate_zero_samples_feature_dropout():
     """A dropout layer of rate 0 drops nothing: counting it as dropout would make all
     T passes identical and the cue 0 for every sample (a dead cue)."""
-    from ades_core.engine.checkpoint import ModelSpec
+    from ades_core.engine.runfolder.model_files import ModelSpec
 
     spec = ModelSpec(backbone="ades_cnn_small", num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3, drop_rate=0.0)
     model = spec.build().eval()
@@ -167,7 +167,7 @@ def test_mcdropout_on_a_model_built_with_drop_rate_zero_samples_feature_dropout(
 
 
 def test_mcdropout_on_a_model_with_real_dropout_uses_it():
-    from ades_core.engine.checkpoint import ModelSpec
+    from ades_core.engine.runfolder.model_files import ModelSpec
 
     spec = ModelSpec(backbone="ades_cnn_small", num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3, drop_rate=0.3)
     assert MCDropoutUncertainty().resolved_mode(spec.build()) == "head"

@@ -1,7 +1,7 @@
 """A CUDA run killed mid-epoch resumes from its training state and finishes, on the GPU.
 
 The run is killed (SIGKILL) while it writes the state of epoch 2, step 2
-(the test hook of :mod:`ades_core.engine.training_state`); the state of
+(the test hook of :mod:`ades_core.engine.runfolder.state_files`); the state of
 epoch 2, step 1 is then the last whole one, and ``ades run --resume``
 continues from it. CUDA kernels are not bitwise deterministic (cuDNN picks
 its algorithms), so unlike the CPU test (tests/engine/test_resume.py) the
@@ -26,9 +26,9 @@ from safetensors.torch import load_file
 
 from ades_cli.main import cli
 from ades_core import build
-from ades_core.engine.run_folder import resume_config
-from ades_core.engine.run_state import restore_state
-from ades_core.engine.training_state import load_training_state, state_folder
+from ades_core.engine.runfolder import resume_config
+from ades_core.engine.runfolder.state_capture import restore_state
+from ades_core.engine.runfolder.state_files import load_training_state, state_folder
 from tests.kill_hook import kill_during_checkpoint_env
 from tests.cuda.gpu import CUDA_TESTS, image_folder
 

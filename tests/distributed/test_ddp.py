@@ -36,7 +36,7 @@ from ades_core.attacks.pgd import PGD
 from ades_core.data import DataRequest, load_datasets
 from ades_core.data.loader import DeviceLoader
 from ades_core.distributed import shard_bounds
-from ades_core.engine.checkpoint import load_model
+from ades_core.engine.runfolder.model_files import load_model
 from ades_core.engine.evaluator import evaluate_robustness
 
 pytestmark = pytest.mark.slow

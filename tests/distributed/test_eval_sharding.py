@@ -32,7 +32,7 @@ import torch
 
 from ades_core.attacks import AutoAttack
 from ades_core.config import AttackOptions
-from ades_core.engine.checkpoint import ModelSpec, load_model, save_model
+from ades_core.engine.runfolder.model_files import ModelSpec, load_model, save_model
 from ades_core.evaluation import (
     AttackSpec,
     MaskingCheckConfig,

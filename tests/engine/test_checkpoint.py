@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from ades_core import CheckpointError, load_model
-from ades_core.engine.checkpoint import ModelSpec, read_run_config, save_model
+from ades_core.engine.runfolder.model_files import ModelSpec, read_run_config, save_model
 
 
 def _spec() -> ModelSpec:

@@ -23,9 +23,9 @@ from safetensors.torch import load_file
 
 from ades_cli.main import cli
 from ades_core import build
-from ades_core.engine.run_folder import resume_config
-from ades_core.engine.run_state import restore_state
-from ades_core.engine.training_state import load_training_state
+from ades_core.engine.runfolder import resume_config
+from ades_core.engine.runfolder.state_capture import restore_state
+from ades_core.engine.runfolder.state_files import load_training_state
 from tests.kill_hook import kill_during_checkpoint_env
 
 pytestmark = pytest.mark.slow

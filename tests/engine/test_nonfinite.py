@@ -12,7 +12,7 @@ from torch import nn
 from ades_core import RunConfig, build
 from ades_core.engine.nonfinite import NonFiniteError, StepGuard
 from ades_core.engine.trainer import Trainer
-from ades_core.engine.training_state import load_training_state
+from ades_core.engine.runfolder.state_files import load_training_state
 
 
 class _NaNGradient(torch.autograd.Function):

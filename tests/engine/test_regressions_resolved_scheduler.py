@@ -19,9 +19,9 @@ from click.testing import CliRunner
 
 from ades_cli.main import cli
 from ades_core import RunConfig
-from ades_core.engine.checkpoint import read_run_config
-from ades_core.engine.run_folder import ResumeConflictError, fixed_config, resume_config
-from ades_core.engine.training_state import load_training_state, save_training_state
+from ades_core.engine.runfolder.model_files import read_run_config
+from ades_core.engine.runfolder import ResumeConflictError, fixed_config, resume_config
+from ades_core.engine.runfolder.state_files import load_training_state, save_training_state
 from tests.cli.tiny_runs import TINY_RUN
 
 

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from ades_core import RunConfig, build
-from ades_core.engine.files import append_jsonl, finite_or_none, strict_json, write_json
+from ades_core.engine.runfolder.atomic_files import append_jsonl, finite_or_none, strict_json, write_json
 from ades_core.engine.trainer import Trainer
-from ades_core.engine.training_state import load_training_state, save_training_state, state_folder
+from ades_core.engine.runfolder.state_files import load_training_state, save_training_state, state_folder
 from ades_core.evaluation.compare import seconds_per_epoch
 from ades_core.evaluation.training_plots import plot_training_curves, read_metrics
 from ades_core.study.runs import read_run

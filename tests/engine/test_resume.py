@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from ades_cli.main import cli
-from ades_core.engine.training_state import load_training_state, state_folder
+from ades_core.engine.runfolder.state_files import load_training_state, state_folder
 from tests.kill_hook import kill_after_checkpoint_env, kill_during_checkpoint_env
 
 pytestmark = pytest.mark.slow

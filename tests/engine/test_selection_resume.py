@@ -12,9 +12,9 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from ades_core import RunConfig, build
-from ades_core.engine.run_folder import resume_config
+from ades_core.engine.runfolder import resume_config
 from ades_core.engine.trainer import Trainer
-from ades_core.engine.training_state import load_training_state
+from ades_core.engine.runfolder.state_files import load_training_state
 from ades_core.engine.validation import RunSelection
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 import torch
 
-from ades_core.engine.state_codec import StateCodecError, decode, encode
-from ades_core.engine.training_state import (
+from ades_core.engine.runfolder.state_codec import StateCodecError, decode, encode
+from ades_core.engine.runfolder.state_files import (
     NonFiniteStateError,
     TrainingStateError,
     has_training_state,

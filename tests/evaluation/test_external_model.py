@@ -169,7 +169,7 @@ def test_a_factory_that_returns_no_module_is_refused(factory_module, timm_weight
 
 
 def test_an_ades_model_file_is_pointed_to_plain_ades_eval(tmp_path):
-    from ades_core.engine.checkpoint import ModelSpec, save_model
+    from ades_core.engine.runfolder.model_files import ModelSpec, save_model
 
     spec = ModelSpec(backbone="ades_cnn_small", num_classes=10, mean=MEAN, std=STD)
     save_model(tmp_path / "model.safetensors", spec.build(), spec)

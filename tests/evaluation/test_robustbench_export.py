@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from ades_cli.main import cli
 from ades_core import load_model
-from ades_core.engine.checkpoint import ModelSpec, save_model
+from ades_core.engine.runfolder.model_files import ModelSpec, save_model
 from ades_core.evaluation import write_report
 from ades_core.evaluation.external import load_external_model
 from ades_core.evaluation.robustbench import ExportError, export_robustbench

@@ -9,7 +9,7 @@ would make the new state current.
 its N-th training state is in place, i.e. at a known step in the middle of
 training (what a kill anywhere in the next step leaves behind).
 
-It wraps ``ades_core.engine.training_state.atomic_write``; production code
+It wraps ``ades_core.engine.runfolder.state_files.atomic_write``; production code
 knows nothing of it.
 """
 
@@ -23,7 +23,7 @@ if os.environ.get(_DURING) or os.environ.get(_AFTER):
     import signal
     from pathlib import Path
 
-    from ades_core.engine import training_state
+    from ades_core.engine.runfolder import state_files as training_state
 
     _during = int(os.environ.get(_DURING) or 0)
     _after = int(os.environ.get(_AFTER) or 0)

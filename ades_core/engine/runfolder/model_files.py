@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ades_core.backbones import create_classifier
-from ades_core.engine.files import atomic_write
+from ades_core.engine.runfolder.atomic_files import atomic_write
 
 MODEL_FILE = "model.safetensors"
 BEST_MODEL_FILE = "model-best.safetensors"

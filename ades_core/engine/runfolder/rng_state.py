@@ -9,7 +9,7 @@ draw from them, so they are kept too: a resumed run draws exactly the
 numbers the uninterrupted run would have drawn.
 
 The captured state is a tree of tensors, ints and floats that
-:mod:`ades_core.engine.state_codec` stores without pickle.
+:mod:`ades_core.engine.runfolder.state_codec` stores without pickle.
 """
 
 from __future__ import annotations

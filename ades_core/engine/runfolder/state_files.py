@@ -38,8 +38,8 @@ from typing import Any
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ades_core.engine.files import atomic_write, fsync_dir
-from ades_core.engine.state_codec import StateCodecError, all_finite, decode, encode, tensor_names
+from ades_core.engine.runfolder.atomic_files import atomic_write, fsync_dir
+from ades_core.engine.runfolder.state_codec import StateCodecError, all_finite, decode, encode, tensor_names
 
 STATE_DIR = "checkpoint"
 STATE_FILE = "state.json"

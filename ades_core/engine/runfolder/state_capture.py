@@ -14,7 +14,7 @@ key                 content
 ``optimizers``      the model's SGD and the defense's Adam (momentum, moments, steps)
 ``lr_schedule``     the LR schedule's ``state_dict``
 ``grad_scaler``     the fp16 loss scaler's ``state_dict``, or None
-``rng``             every random generator (:mod:`ades_core.engine.rng`)
+``rng``             every random generator (:mod:`.rng_state`)
 ``epoch_stats``     the running sums of an unfinished epoch, or None
 ``epoch_seconds``   training seconds spent in the unfinished epoch
 ``environment``     device and torch's intra-op thread count (bitwise resumes need the same)
@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import torch
 
-from ades_core.engine.files import finite_or_none
-from ades_core.engine.rng import capture_rng, restore_rng
-from ades_core.engine.run_folder import fixed_config
+from ades_core.engine.runfolder.atomic_files import finite_or_none
+from ades_core.engine.runfolder.config_file import fixed_config
+from ades_core.engine.runfolder.rng_state import capture_rng, restore_rng
+from ades_core.engine.runfolder.state_files import TrainingStateError
 from ades_core.engine.stats import EpochStats
-from ades_core.engine.training_state import TrainingStateError
 from ades_core.protocols import Stateful
 
-if TYPE_CHECKING:  # annotations only: setup.py imports the trainer, which imports this module
+if TYPE_CHECKING:  # annotations only: setup.py imports the trainer, which imports the run folder
     from ades_core.engine.setup import TrainingSetup
 
 FINITE_PARTS = ("model", "defense", "optimizers")

@@ -1,24 +1,12 @@
-"""The run folder: what makes one, whether a new run may use it, what a resumed run may change.
-
-Run folder (``out``)::
-
-    config.json          the resolved config (the scheduler named even when the defense chose it)
-                         and what the builder chose (``resolved``)
-    metrics.jsonl        one JSON object per finished epoch
-    telemetry.jsonl      one JSON object per finished epoch: the budgets' distribution (telemetry.py)
-    model.safetensors    the model weights, with the config in the metadata
-    model-best.safetensors  the weights of the best epoch on robust validation accuracy (--val-split)
-    model-ema.safetensors   the exponential moving average of the weights (--ema)
-    tensorboard/         TensorBoard event files (--tensorboard)
-    defense.safetensors  the defense's own state (a learnable scheduler), if any
-    checkpoint/          the resumable training state (see training_state.py)
+"""``config.json``: which run a folder holds, whether a new run may use it, what a resume may change.
 
 A new run refuses a folder that already holds a run unless told to replace it
 (``overwrite``); the check reads the folder and changes nothing, so it runs
 before anything is built. A resumed run takes its config from ``config.json``;
 only the fields in :data:`RESUMABLE_FIELDS` may change, because they do not
 change what is computed (where, how often it is logged or saved, what a NaN
-does, where the same data lies).
+does, where the same data lies). The folder's files are listed in
+:mod:`ades_core.engine.runfolder.layout`.
 """
 
 from __future__ import annotations
@@ -29,19 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ades_core.config import ConfigError, RunConfig, default_scheduler
-from ades_core.engine.checkpoint import BEST_MODEL_FILE, EMA_MODEL_FILE, MODEL_FILE
-from ades_core.engine.files import fsync_dir
-from ades_core.engine.training_state import STATE_DIR, remove_training_state
+from ades_core.engine.runfolder.layout import CONFIG_FILE, holds_run
 from ades_core.registries import DEFENSES
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-DEFENSE_FILE = "defense.safetensors"
-TELEMETRY_FILE = "telemetry.jsonl"
-TENSORBOARD_DIR = "tensorboard"
-RUN_FILES = (
-    CONFIG_FILE, METRICS_FILE, TELEMETRY_FILE, MODEL_FILE, BEST_MODEL_FILE, EMA_MODEL_FILE, DEFENSE_FILE, STATE_DIR
-)
 
 RESUMABLE_FIELDS: tuple[str, ...] = (
     "device",
@@ -80,11 +57,6 @@ class ResumeConflictError(ConfigError, RunFolderError):
 
     def within(self, section: str) -> ResumeConflictError:
         return type(self)(f"{section}.{self.field}", self.given, self.stored, self.config_file)
-
-
-def holds_run(out: Path) -> bool:
-    """Whether ``out`` holds any file of an ades run."""
-    return any((Path(out) / name).exists() for name in RUN_FILES)
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -263,39 +235,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def clear_run(out: Path) -> None:
-    """Delete the files of the run in ``out`` (for ``overwrite``); other files are left alone.
-
-    The training state goes first, so a crash midway can never leave an old
-    state beside a new config.
-    """
-    out = Path(out)
-    remove_training_state(out)
-    for name in (METRICS_FILE, TELEMETRY_FILE, MODEL_FILE, BEST_MODEL_FILE, EMA_MODEL_FILE, DEFENSE_FILE, CONFIG_FILE):
-        (out / name).unlink(missing_ok=True)
-    events = out / TENSORBOARD_DIR
-    if events.is_dir():
-        for file in events.glob("events.out.tfevents.*"):
-            file.unlink()
-    if out.is_dir():
-        fsync_dir(out)
-
-
 __all__ = [
-    "CONFIG_FILE",
-    "DEFENSE_FILE",
-    "METRICS_FILE",
     "RESUMABLE_FIELDS",
     "ResumeConflictError",
     "RunFolderError",
-    "TELEMETRY_FILE",
-    "TENSORBOARD_DIR",
     "check_new_run",
     "check_same_data",
-    "clear_run",
     "config_differences",
     "fixed_config",
-    "holds_run",
     "read_config_file",
     "read_run_config",
     "resume_config",
