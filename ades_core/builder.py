@@ -25,33 +25,17 @@ from typing_extensions import get_protocol_members
 from ades_core.config import RunConfig
 from ades_core.data import DataRequest, DeviceLoader, load_datasets
 from ades_core.defenses import DefenseParts
-from ades_core.distributed import (
-    DistributedContext,
-    active,
-    broadcast_module,
-    convert_sync_batchnorm,
-)
+from ades_core.distributed import active, convert_sync_batchnorm, wrap_ddp
 from ades_core.data.validation_split import hold_out
-from ades_core.engine.runfolder.model_files import ModelSpec
 from ades_core.engine.lr_schedules import build_lr_schedule, per_iteration
+from ades_core.engine.optimizers import build_optimizers
+from ades_core.engine.runfolder.model_files import ModelSpec
+from ades_core.engine.runfolder.resolved import resolved_record
 from ades_core.engine.setup import TrainingSetup
-from ades_core.protocols import (
-    BudgetedAttack,
-    BudgetScheduled,
-    CueExtractor,
-    Defense,
-    Scheduler,
-    replays_of,
-)
-from ades_core.registries import (
-    ATTACKS,
-    CUES,
-    DEFENSES,
-    SCHEDULER_OBJECTIVES,
-    SCHEDULERS,
-)
+from ades_core.engine.validation import held_out_attack
+from ades_core.protocols import BudgetedAttack, CueExtractor, Defense, Scheduler, replays_of
+from ades_core.registries import ATTACKS, CUES, DEFENSES, SCHEDULER_OBJECTIVES, SCHEDULERS
 from ades_core.registry import Registry
-from ades_core.schedulers.mlp import MLPScheduler
 from ades_core.schedulers.objectives import SchedulerObjective, with_grad_norm
 
 
@@ -350,22 +334,11 @@ def build(config: RunConfig) -> TrainingSetup:
     defense = build_defense(config, autocast_dtype, num_samples=len(data.train))
     if isinstance(defense, torch.nn.Module):
         defense = defense.to(device)
-    train_model = model if dist is None else _wrap_ddp(model, defense, dist)
+    train_model = model if dist is None else wrap_ddp(model, defense, dist)
     # a defense that replays each minibatch m times (free-at) trains ceil(epochs / m) passes
     passes = training_passes(config.optim.epochs, replays_of(defense))
     optim = config.optim
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
-    )
-    defense_params = [p for p in defense.parameters() if p.requires_grad]
-    # capturable on CUDA keeps Adam's step counters on the device, so the non-finite guard
-    # can undo a skipped step there without a host read (engine/nonfinite.py)
-    defense_optimizer = (
-        torch.optim.Adam(defense_params, lr=config.scheduler.learning_rate(), capturable=device.type == "cuda")
-        if defense_params
-        else None
-    )
-    grad_scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
+    optimizers = build_optimizers(config, model, defense, device, autocast_dtype)
     world = 1 if dist is None else dist.world_size
     train_loader = DeviceLoader(
         data.train,
@@ -385,39 +358,14 @@ def build(config: RunConfig) -> TrainingSetup:
     # the schedule spans the passes (milestones scale with them); per-iteration schedules
     # count every optimiser step, a replaying defense's replays included
     replays = replays_of(defense)
-    lr_schedule = build_lr_schedule(optimizer, optim, epochs=passes, steps_per_epoch=len(train_loader) * replays)
-    eval_attack = ATTACKS.build(
-        "pgd",
-        # a held-out sample counts as broken if any PGD iterate broke it, as in `ades eval`
-        config.attack.__class__(
-            norm=config.norm, steps=config.eval.steps, alpha=config.eval.alpha, random_start=True, keep_broken=True
-        ),
-        autocast_dtype=autocast_dtype,
-    )
+    lr_schedule = build_lr_schedule(optimizers.model, optim, epochs=passes, steps_per_epoch=len(train_loader) * replays)
+    eval_attack = held_out_attack(config, autocast_dtype)
     uses_cues = DEFENSES.entry(config.defense).meta.get("uses_cues", True)
-    scheduler = defense.scheduler if isinstance(defense, BudgetScheduled) else None
-    resolved = {
-        "device": str(device),
-        "autocast_dtype": str(autocast_dtype).replace("torch.", "") if autocast_dtype else None,
-        "cues": list(config.cues.names) if uses_cues else [],
-        "scheduler": config.scheduler_name(),
-        "scheduler_learnable": defense_optimizer is not None,
-        "allocation": scheduler.allocation if isinstance(scheduler, MLPScheduler) else None,
-        "scheduler_lr": config.scheduler.learning_rate() if defense_optimizer is not None else None,
-        "norm": config.norm,
-        "num_classes": data.num_classes,
-        "classes": list(data.train.classes),
-        "train_size": len(data.train),
-        "val_size": 0 if val_data is None else len(val_data),
-        "lr_schedule": optim.schedule,
-        "lr_per_iteration": per_iteration(optim),
-        "test_size": len(data.test),
-        "mean": list(data.mean),
-        "std": list(data.std),
-        "epochs": passes,
-    }
+    resolved = resolved_record(
+        config, device=device, autocast_dtype=autocast_dtype, data=data, val_data=val_data, defense=defense,
+        uses_cues=uses_cues, learnable=optimizers.defense is not None, passes=passes, dist=dist,
+    )
     if dist is not None:
-        resolved |= {"world_size": dist.world_size, "backend": dist.backend, "sync_bn": config.sync_bn}
         torch.manual_seed(config.seed + dist.rank)
     return TrainingSetup(
         config=config,
@@ -427,10 +375,10 @@ def build(config: RunConfig) -> TrainingSetup:
         model=model,
         model_spec=spec,
         defense=defense,
-        optimizer=optimizer,
+        optimizer=optimizers.model,
         lr_schedule=lr_schedule,
-        defense_optimizer=defense_optimizer,
-        grad_scaler=grad_scaler,
+        defense_optimizer=optimizers.defense,
+        grad_scaler=optimizers.grad_scaler,
         train_loader=train_loader,
         test_data=data.test,
         val_data=val_data,
@@ -441,14 +389,3 @@ def build(config: RunConfig) -> TrainingSetup:
         train_model=train_model,
     )
 
-
-def _wrap_ddp(model: torch.nn.Module, defense: Any, dist: DistributedContext) -> torch.nn.Module:
-    """``model`` in ``DistributedDataParallel``; the defense's own parameters copied from rank 0.
-
-    The defense is not wrapped: the trainer averages its gradients itself
-    (:func:`ades_core.distributed.average_gradients`).
-    """
-    if isinstance(defense, torch.nn.Module):
-        broadcast_module(defense)
-    ids = [dist.device.index] if dist.device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)

@@ -49,6 +49,7 @@ __all__ = [
     "shard_bounds",
     "shutdown",
     "unwrap_model",
+    "wrap_ddp",
 ]
 
 
@@ -274,6 +275,18 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     through the wrapper.
     """
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def wrap_ddp(model: nn.Module, defense: object, ctx: DistributedContext) -> nn.Module:
+    """``model`` in ``DistributedDataParallel``; the defense's own parameters copied from rank 0.
+
+    The defense is not wrapped: the training step averages its gradients
+    itself (:func:`average_gradients`).
+    """
+    if isinstance(defense, nn.Module):
+        broadcast_module(defense)
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def average_gradients(params: list[nn.Parameter]) -> None:

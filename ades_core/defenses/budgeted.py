@@ -19,10 +19,11 @@ from ades_core.attacks.breaking import BreakingRadius
 from ades_core.config import AttackOptions, BudgetConfig, ConfigError, DefenseOptions
 from ades_core.cues import extract_cues
 from ades_core.defenses.awp import AppliedPerturbation, WeightPerturbation
+from ades_core.defenses.controls import reverse_allocation, shuffle_allocation
+from ades_core.defenses.envelope import envelope_input
 from ades_core.defenses.losses import TrainingLoss, training_loss
-from ades_core.distributed import batch_mean, unwrap_model
+from ades_core.distributed import unwrap_model
 from ades_core.model_mode import autocast_for, eval_mode
-from ades_core.norms import NORMS
 from ades_core.protocols import (
     BreakingRecorder,
     Budget,
@@ -62,90 +63,6 @@ class DefenseParts:
     """The reversed control: the attack uses :func:`reverse_allocation` of the learned budgets."""
     shuffle: bool = False
     """The shuffled control: the attack uses :func:`shuffle_allocation` of the learned budgets."""
-
-
-def envelope_input(x: Tensor, x_adv: Tensor, eps: Tensor, *, norm: str = "linf") -> Tensor:
-    """``x_adv`` with a gradient path to ``eps`` as the envelope theorem gives it.
-
-    The value is ``x_adv`` exactly. Its derivative w.r.t. ``eps_i`` is how the
-    attack's maximiser moves as the ball grows, with the pixels the [0, 1] box
-    holds (at a bound, pushed beyond it) fixed
-    (:meth:`~ades_core.norms.ThreatNorm.envelope_direction`). Backpropagating
-    a loss through it gives ``dL_i/d eps_i = <grad_x L_i(x_adv), d x_adv / d eps_i>``,
-    at an exact maximiser the Lagrange multiplier of the budget constraint,
-    i.e. the envelope-theorem derivative ``dL(f(x + delta*))/d eps``:
-
-    * ``linf``: the direction is ``(x_adv - x) / eps_i`` on the free pixels;
-      pixels inside the ball have zero gradient at the maximiser, so this is
-      ``sum_j |dL_i/dx_j|`` over the pixels where ``|delta_ij| = eps_i``: the
-      L1 (dual) norm of the gradient on the active pixels;
-    * ``l2``: the direction is ``delta_F * eps_i / (eps_i^2 - ||delta_H||^2)``
-      on the free pixels ``F`` (``H``: held), and the derivative is
-      ``eps_i * ||g_F||_2 / ||delta_F||_2``: the L2 (dual) norm of the input
-      gradient on the free pixels, exactly ``||g||_2`` when the box holds
-      nothing (derived in :meth:`~ades_core.norms.L2Norm.envelope_direction`).
-
-    When a truncated PGD stops short of the boundary, the scaled direction
-    still carries the signal, where a strict active-set rule would give zero.
-    A zero budget has no active constraint: its derivative is 0.
-
-    Args:
-        x, x_adv: ``(B, C, H, W)``; ``eps``: ``(B,)`` carrying the scheduler's graph.
-        norm: the attack's norm, ``linf`` or ``l2``.
-    """
-    view = (-1,) + (1,) * (x.ndim - 1)
-    delta = (x_adv - x).detach()
-    radius = eps.detach().view(view)
-    held_by_box = ((x_adv <= 0) & (delta < 0)) | ((x_adv >= 1) & (delta > 0))
-    positive = radius > 0
-    direction = NORMS.get(norm).envelope_direction(
-        delta.float(), held_by_box, torch.where(positive, radius, torch.ones_like(radius)).float()
-    )
-    direction = torch.where(positive, direction, torch.zeros_like(direction)).to(delta.dtype)
-    return x_adv.detach() + (eps - eps.detach()).view(view) * direction
-
-
-def reverse_allocation(budget: Budget) -> Budget:
-    """The reversed control: each budget's deviation from the batch mean negated, same mean.
-
-    ``eps_i' = 2 mean(eps) - eps_i``, clamped into ``[eps_min, eps_max]``
-    (``sigma`` likewise). With the ``mean`` allocation the batch mean is
-    ``eps_min + lam / 2``, so ``eps_i' = eps_min + eps_max - eps_i`` lies in the
-    range without the clamp (``sigma_i' = 1 - sigma_i``, tested). The mean is
-    over the global batch under ``torchrun``.
-
-    Only the values are reversed: the gradient reaches each sample's learned
-    budget unchanged (``d eps_i'/d eps_i`` is taken as 1), so an objective
-    trains the scheduler exactly as in the learned arm, from the signal
-    measured at the budgets actually used, and the attack keeps using the
-    reversed allocation of whatever the scheduler learns.
-    """
-    eps = budget.eps
-    flipped = (2 * batch_mean(eps.detach()) - eps.detach()).clamp(budget.eps_min, budget.eps_max)
-    sigma = budget.sigma
-    if sigma is not None:
-        flipped_sigma = (2 * batch_mean(sigma.detach()) - sigma.detach()).clamp(0.0, 1.0)
-        sigma = flipped_sigma + (sigma - sigma.detach())
-    return attrs.evolve(budget, eps=flipped + (eps - eps.detach()), sigma=sigma)
-
-
-def shuffle_allocation(budget: Budget) -> Budget:
-    """The shuffled control: the batch's learned budgets handed out in a random order.
-
-    ``eps_i' = eps_{pi(i)}`` for a uniformly random permutation ``pi`` of the
-    (local) batch, drawn from the global torch generator: the same budgets,
-    so the same mean and spread (exactly), with the assignment to samples
-    made at random instead of by the cues. Like :func:`reverse_allocation`,
-    only the values move: the gradient reaches each sample's own learned
-    budget, so the scheduler learns as in the learned arm.
-    """
-    order = torch.randperm(budget.eps.shape[0], device=budget.eps.device)
-    eps = budget.eps
-    shuffled = eps.detach()[order] + (eps - eps.detach())
-    sigma = budget.sigma
-    if sigma is not None:
-        sigma = sigma.detach()[order] + (sigma - sigma.detach())
-    return attrs.evolve(budget, eps=shuffled, sigma=sigma)
 
 
 class BudgetedAdversarialTraining(nn.Module):
@@ -229,35 +146,32 @@ class BudgetedAdversarialTraining(nn.Module):
             self.awp.start_epoch(epoch, epochs)
 
     def step(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor) -> StepOutput:
-        """One batch's loss. ``model`` may be a ``DistributedDataParallel`` wrapper: only the
-        training forward goes through it (so DDP syncs exactly that backward); cues, the
-        attack and the clean logits use the module inside."""
+        """One batch's loss: cues -> budgets -> attack -> loss (the trainer runs the rest of
+        the step, :mod:`ades_core.engine.step`). ``model`` may be a ``DistributedDataParallel``
+        wrapper: only the training forward goes through it (so DDP syncs exactly that
+        backward); cues, the attack and the clean logits use the module inside."""
         train_model, model = model, unwrap_model(model)
+        outer = self.training_loss
+
+        # 1. cues: at the attack's start point (cue_point "start", shared) or at the clean x
         start = self._start_point(x) if self.shares_start else None
         ctx = CueContext(model, x if start is None else start, y, self.autocast_dtype)
         cues = extract_cues(self.cue_extractors, ctx)
+
+        # 2. budgets: the scheduler's eps (B,), or a control's reallocation of them
         learned = self.scheduler(cues)
-        budget = learned
-        if self.reverse:
-            budget = reverse_allocation(learned)
-        elif self.shuffle:
-            budget = shuffle_allocation(learned)
+        budget = self._controlled(learned)
         eps = budget.eps
+
+        # 3. attack: x_adv within each sample's ball eps_i
         prediction = learned.prediction
         fit = self.fits_target and prediction is not None and prediction.requires_grad
         breaking = BreakingRadius(x, y, norm=self.norm) if fit else None
-        outer = self.training_loss
         clean_logits = self._clean_logits(ctx, x)  # eval mode, before any weight perturbation
-        target = outer.attack_target(y, clean_logits)
-        if start is None:
-            x_adv = self.attack(model, x, target, eps.detach(), **self._breaking(breaking))
-        else:
-            first_grad = ctx.input_grad if self.shares_gradient and ctx.has_logits else None
-            if breaking is not None and first_grad is not None:
-                breaking.observe(start, ctx.logits)  # the attack's first iterate, forwarded by the cues
-            x_adv = self.attack(
-                model, x, target, eps.detach(), start=start, start_grad=first_grad, **self._breaking(breaking)
-            )
+        x_adv = self._attack(model, ctx, x, outer.attack_target(y, clean_logits), start, eps, breaking)
+
+        # 4. loss: the outer loss at x_adv (at AWP's perturbed weights), with the scheduler's
+        #    objective attached to eps; the trainer's backward runs both
         perturbation = self._perturb_weights(model, x, x_adv, y) if self._awp_on() else None
         envelope = self.objective is not None and not (self.fits_target or self.looks_ahead) and eps.requires_grad
         model_input = envelope_input(x, x_adv, eps, norm=self.norm) if envelope else x_adv
@@ -268,12 +182,12 @@ class BudgetedAdversarialTraining(nn.Module):
             logits.float(), y, None if logits_nat is None else logits_nat.float(), self.beta
         )
         loss = per_sample.mean()
-        if envelope:
+        if envelope:  # the envelope objective: tensor hooks on eps, run by the backward
             attach_objective(self.objective, eps, per_sample)
-        if self.looks_ahead and eps.requires_grad:
+        if self.looks_ahead and eps.requires_grad:  # the lookahead objective: loss + (J - J.detach())
             loss = self._look_ahead_step(model, loss, x, x_adv, y, cues)
         measured = None
-        if breaking is not None:
+        if breaking is not None:  # the target objective: loss + (J - J.detach())
             breaking.observe(x_adv, logits.detach().float())  # the last iterate, by the training forward
             loss, measured = self._fit_target(loss, prediction, breaking, idx)
         return StepOutput(
@@ -284,6 +198,34 @@ class BudgetedAdversarialTraining(nn.Module):
             cues=cues if cues.values.shape[1] else None,
             after_update=None if perturbation is None else perturbation.restore,
             target=measured,
+        )
+
+    def _controlled(self, learned: Budget) -> Budget:
+        """The budgets the attack and the loss use: ``learned``, or a control's reallocation of it."""
+        if self.reverse:
+            return reverse_allocation(learned)
+        if self.shuffle:
+            return shuffle_allocation(learned)
+        return learned
+
+    def _attack(
+        self, model: nn.Module, ctx: CueContext, x: Tensor, target: Tensor, start: Tensor | None, eps: Tensor,
+        breaking: BreakingRadius | None,
+    ) -> Tensor:
+        """The attack's ``x_adv`` for ``target`` (labels, or TRADES's clean logits) within ``eps``.
+
+        From a shared ``start`` the first step is taken here, with the input
+        gradient the cues already computed at it (``ctx.input_grad``, when the
+        attack ascends the cross-entropy and a cue ran the shared pass), so it
+        costs no forward/backward; otherwise the attack draws its own start.
+        """
+        if start is None:
+            return self.attack(model, x, target, eps.detach(), **self._breaking(breaking))
+        first_grad = ctx.input_grad if self.shares_gradient and ctx.has_logits else None
+        if breaking is not None and first_grad is not None:
+            breaking.observe(start, ctx.logits)  # the attack's first iterate, forwarded by the cues
+        return self.attack(
+            model, x, target, eps.detach(), start=start, start_grad=first_grad, **self._breaking(breaking)
         )
 
     @staticmethod

@@ -31,10 +31,25 @@ from torch import nn
 from ades_core.engine.runfolder.model_files import BEST_MODEL_FILE, EMA_MODEL_FILE, save_model
 from ades_core.engine.ema import WeightAverage
 from ades_core.engine.evaluator import AccuracyReport, evaluate_robustness
+from ades_core.registries import ATTACKS
 
 if TYPE_CHECKING:  # annotations only: setup.py imports the trainer, which imports this module
     from ades_core.engine.setup import TrainingSetup
 
+
+
+def held_out_attack(config: Any, autocast_dtype: torch.dtype | None) -> Any:
+    """The per-epoch held-out check's attack: PGD with the run's ``eval`` steps and step size.
+
+    A held-out sample counts as broken if any PGD iterate broke it, as in ``ades eval``.
+    """
+    return ATTACKS.build(
+        "pgd",
+        config.attack.__class__(
+            norm=config.norm, steps=config.eval.steps, alpha=config.eval.alpha, random_start=True, keep_broken=True
+        ),
+        autocast_dtype=autocast_dtype,
+    )
 
 
 def held_out_check(setup: Any, model: Any, data: Any, distributed: Any) -> Any:

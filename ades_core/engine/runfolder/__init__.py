@@ -9,6 +9,7 @@ module              holds
 ``layout``          the files' names; whether a folder holds a run; clearing one
 ``config_file``     ``config.json``: whether a new run may use a folder, what a
                     resumed run may change (:data:`RESUMABLE_FIELDS`)
+``resolved``        ``config.json``'s ``resolved`` part: what the builder chose
 ``model_files``     ``model*.safetensors``: weights plus what rebuilds the model
 ``state_capture``   the training state: taken from a setup, put back on resume
 ``rng_state``       every random generator's state, part of the training state
