@@ -175,17 +175,17 @@ def build_defense(
     state indexed by dataset index (IAAT, MMA).
     """
     entry = DEFENSES.entry(config.defense)
-    uses_cues = entry.meta.get("uses_cues", True)
+    uses_cues = entry.info.uses_cues
     cue_names = config.cues.names if uses_cues else ()
     cues = tuple(
         _build_part(CUES, name, CueExtractor, f"cue {name!r}", config.cues) for name in cue_names
     )
     scheduler_name = config.scheduler_name()
-    learnable = SCHEDULERS.entry(scheduler_name).meta.get("learnable", False)
-    if entry.meta.get("learnable") and not learnable:
+    learnable = SCHEDULERS.entry(scheduler_name).info.learnable
+    if entry.info.learnable and not learnable:
         raise BuildError(
             f"defense {config.defense!r} needs a learnable scheduler, got {scheduler_name!r}; "
-            f"learnable: {', '.join(n for n in SCHEDULERS if SCHEDULERS.entry(n).meta.get('learnable'))}"
+            f"learnable: {', '.join(n for n in SCHEDULERS if SCHEDULERS.entry(n).info.learnable)}"
         )
     for control, flag in ((config.scheduler.reverse, "reverse"), (config.scheduler.shuffle, "shuffle")):
         if control and not learnable:
@@ -394,7 +394,7 @@ def build(config: RunConfig) -> TrainingSetup:
         ),
         autocast_dtype=autocast_dtype,
     )
-    uses_cues = DEFENSES.entry(config.defense).meta.get("uses_cues", True)
+    uses_cues = DEFENSES.entry(config.defense).info.uses_cues
     scheduler = defense.scheduler if isinstance(defense, BudgetScheduled) else None
     resolved = {
         "device": str(device),

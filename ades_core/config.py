@@ -66,6 +66,7 @@ from ades_core.registries import (
 )
 from ades_core.norms import NORMS
 from ades_core.registry import RegistryError
+from ades_core.registry_info import DEFAULT_SCHEDULER, DEFAULT_SCHEDULER_LR  # noqa: F401  (re-exported)
 from ades_core.training_config import EmaConfig, LoggingConfig, ValidationConfig, check_training_rules
 
 # ---------------------------------------------------------------- sections
@@ -157,10 +158,6 @@ class CueOptions:
             raise ConfigError(attribute.name, f"cues are repeated: {','.join(value)}")
 
 
-DEFAULT_SCHEDULER_LR = 1e-3
-"""Adam learning rate of a learnable scheduler whose objective names none of its own."""
-
-
 @attrs.frozen(kw_only=True)
 class SchedulerOptions:
     """The budget scheduler; ``name=None`` takes the defense's own default.
@@ -218,10 +215,10 @@ class SchedulerOptions:
             _number_in(0.0, low_open=True)(self, attribute, value)
 
     def learning_rate(self) -> float:
-        """``lr``, or the objective's own default (its ``lr`` meta in ``SCHEDULER_OBJECTIVES``, else 1e-3)."""
+        """``lr``, or the objective's own default (its :attr:`~ades_core.registry_info.ObjectiveInfo.lr`, 1e-3 by default)."""
         if self.lr is not None:
             return float(self.lr)
-        return float(SCHEDULER_OBJECTIVES.entry(self.objective).meta.get("lr", DEFAULT_SCHEDULER_LR))
+        return SCHEDULER_OBJECTIVES.entry(self.objective).info.lr
 
     @name.validator
     def _known(self, attribute: attrs.Attribute, value: str | None) -> None:
@@ -481,14 +478,10 @@ def _from_mapping(cls: type, values: Mapping[str, Any]) -> Any:
     return cls(**values)
 
 
-DEFAULT_SCHEDULER = "mlp"
-"""The scheduler of a defense that names none of its own (no ``scheduler`` meta in ``DEFENSES``)."""
-
-
 def default_scheduler(defense: str) -> str:
     """The scheduler ``defense`` uses when the config names none (``scheduler.name`` is ``None``):
-    its registered ``scheduler`` meta, else :data:`DEFAULT_SCHEDULER`."""
-    return DEFENSES.entry(defense).meta.get("scheduler", DEFAULT_SCHEDULER)
+    its registered :attr:`~ades_core.registry_info.DefenseInfo.scheduler` (:data:`DEFAULT_SCHEDULER` by default)."""
+    return DEFENSES.entry(defense).info.scheduler
 
 
 ON_NONFINITE = ("stop", "skip")
@@ -535,7 +528,7 @@ class RunConfig:
                 f"({','.join(self.cues.names)}); give one weight per cue",
             )
         _training_attack(self, attrs.fields(AttackOptions).name, self.attack.name)
-        if self.attack.bn != "eval" and not DEFENSES.entry(self.defense).meta.get("attack_bn", True):
+        if self.attack.bn != "eval" and not DEFENSES.entry(self.defense).info.attack_bn:
             raise ConfigError(
                 "attack.bn",
                 f"defense {self.defense!r} runs its own attack and ignores the BN mode; "
@@ -586,16 +579,16 @@ class RunConfig:
                 f"eps_min + lam = {format_eps(self.budget.eps_max)} exceeds 1 (pixel scale); "
                 "lower --eps-min or --lam",
             )
-        defense = DEFENSES.entry(self.defense).meta
-        norms = defense.get("norms", tuple(NORMS.names()))
+        defense = DEFENSES.entry(self.defense).info
+        norms = defense.norms if defense.norms is not None else tuple(NORMS.names())
         if self.norm not in norms:
-            why = defense.get("norm_note", "")
+            why = defense.norm_note
             raise ConfigError(
                 "attack.norm",
                 f"defense {self.defense!r} trains in {', '.join(norms)} only, not {self.norm}"
                 + (f": {why}" if why else ""),
             )
-        attack_norms = ATTACKS.entry(self.attack.name).meta.get("norms", ("linf",))
+        attack_norms = ATTACKS.entry(self.attack.name).info.norms
         if self.norm not in attack_norms:
             raise ConfigError(
                 "attack.name",

@@ -1,12 +1,10 @@
 """Defenses (adversarial-training methods), registered by name in ``DEFENSES``.
 
-Registry metadata: ``scheduler`` (the scheduler used unless the config names
-one), ``uses_cues`` (whether cues are computed), ``learnable`` (whether the
-scheduler must be learnable), ``takes_loss`` (accepts ``DefenseOptions.loss``),
-``loss`` (the outer loss it fixes), ``awp`` (combines with AWP); see
-:func:`check_defense_options`; ``norms`` (the norms it trains in, every one in
-:data:`~ades_core.norms.NORMS` when absent) and ``norm_note`` (why not the
-others), checked by :meth:`~ades_core.config.RunConfig.check_budgets`. ``attack_bn`` (False: runs its own attack, which ignores ``AttackOptions.bn``).
+Each registration's keywords beyond ``description`` and ``paper`` are the
+fields of its :class:`~ades_core.registry_info.DefenseInfo` (the scheduler it
+uses, whether it uses cues, the options and norms it accepts, its own config
+rule); the rules that read them run when the
+:class:`~ades_core.config.RunConfig` is built.
 """
 
 from ades_core.defenses.budgeted import (

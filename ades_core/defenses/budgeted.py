@@ -381,18 +381,18 @@ def check_defense_options(defense: str, options: DefenseOptions) -> None:
     Raises:
         ConfigError: one line naming the field and the defenses that accept it.
     """
-    meta = DEFENSES.entry(defense).meta
-    own_loss = meta.get("loss")
-    if options.loss != "ce" and options.loss != own_loss and not meta.get("takes_loss", False):
-        takers = [n for n in DEFENSES.names() if DEFENSES.entry(n).meta.get("takes_loss")]
+    info = DEFENSES.entry(defense).info
+    own_loss = info.loss
+    if options.loss != "ce" and options.loss != own_loss and not info.takes_loss:
+        takers = [n for n in DEFENSES.names() if DEFENSES.entry(n).info.takes_loss]
         has_own = f" (it trains on its own loss, {own_loss})" if own_loss else ""
         raise ConfigError(
             "defense_options.loss",
             f"loss {options.loss!r} does not apply to defense {defense!r}{has_own}; "
             f"it applies to: {', '.join(takers)}",
         )
-    if options.awp and not meta.get("awp", False):
-        takers = [n for n in DEFENSES.names() if DEFENSES.entry(n).meta.get("awp")]
+    if options.awp and not info.awp:
+        takers = [n for n in DEFENSES.names() if DEFENSES.entry(n).info.awp]
         raise ConfigError(
             "defense_options.awp",
             f"AWP does not combine with defense {defense!r}; it combines with: {', '.join(takers)}",

@@ -430,6 +430,6 @@ def test_the_random_control_trains_under_a_fixed_scheduler_defense(defense):
 
 
 def test_the_random_control_is_not_learnable():
-    assert not SCHEDULERS.entry("random").meta.get("learnable")
+    assert not SCHEDULERS.entry("random").info.learnable
     with pytest.raises(BuildError, match="needs a learnable scheduler, got 'random'"):
         build_defense(RunConfig.from_dict({"defense": "ades", "scheduler": {"name": "random"}}))
