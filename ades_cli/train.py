@@ -278,10 +278,10 @@ def _train(config: Any, out: Path, *, overwrite: bool, resume: Path | None, quie
     console = Console(stderr=True, quiet=quiet)
     from ades_core.registries import DEFENSES
 
-    budget, meta, norm = config.budget, DEFENSES.entry(config.defense).meta, config.norm
-    if meta.get("budget_note"):
-        budget_text = meta["budget_note"]
-    elif meta.get("uses_cues", True):
+    budget, info, norm = config.budget, DEFENSES.entry(config.defense).info, config.norm
+    if info.budget_note:
+        budget_text = info.budget_note
+    elif info.uses_cues:
         budget_text = (
             f"eps in [{format_eps(budget.eps_min, norm)}, {format_eps(budget.eps_max, norm)}] (eps_min + lam*sigma)"
         )

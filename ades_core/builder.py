@@ -181,18 +181,7 @@ def build_defense(
         _build_part(CUES, name, CueExtractor, f"cue {name!r}", config.cues) for name in cue_names
     )
     scheduler_name = config.scheduler_name()
-    learnable = SCHEDULERS.entry(scheduler_name).info.learnable
-    if entry.info.learnable and not learnable:
-        raise BuildError(
-            f"defense {config.defense!r} needs a learnable scheduler, got {scheduler_name!r}; "
-            f"learnable: {', '.join(n for n in SCHEDULERS if SCHEDULERS.entry(n).info.learnable)}"
-        )
-    for control, flag in ((config.scheduler.reverse, "reverse"), (config.scheduler.shuffle, "shuffle")):
-        if control and not learnable:
-            raise BuildError(
-                f"--scheduler-{flag} controls a learned allocation; scheduler {scheduler_name!r} is not "
-                "learnable (use --scheduler mlp)"
-            )
+    learnable = SCHEDULERS.entry(scheduler_name).info.learnable  # as the defense needs: checked by the config
     objective = None
     if learnable:
         objective = _build_part(

@@ -11,10 +11,9 @@ from ades_core.defenses.budgeted import (
     BudgetedAdversarialTraining,
     DefenseParts,
     budgeted_defense,
-    check_defense_options,
     envelope_input,
 )
-from ades_core.defenses.fast_at import fast_at_defense
+from ades_core.defenses.fast_at import check_fast_at_config, fast_at_defense
 from ades_core.registries import DEFENSES
 
 DEFENSES.register(
@@ -74,6 +73,7 @@ DEFENSES.register(
     paper="Wong, Rice, Kolter, ICLR 2020 (Fast is better than free)",
     scheduler="fixed",
     uses_cues=False,
+    check=check_fast_at_config,
     norms=("linf",),
     norm_note=(
         "Wong et al.'s method is FGSM from a uniform start with a 1.25 eps sign step, an L-inf "
@@ -85,7 +85,6 @@ __all__ = [
     "BudgetedAdversarialTraining",
     "DefenseParts",
     "budgeted_defense",
-    "check_defense_options",
     "envelope_input",
     "fast_at_defense",
 ]
