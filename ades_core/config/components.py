@@ -25,8 +25,20 @@ from ades_core.config_fields import (
     _number_in,
     _registered,
 )
+from ades_core.cli_metadata import cli
 from ades_core.norms import NORMS
 from ades_core.registries import ATTACK_LOSSES, ATTACKS, CUES, SCHEDULER_OBJECTIVES, SCHEDULERS
+
+MC_MODES = ("auto", "modules", "head", "features")
+"""How the mcdropout cue samples (:mod:`ades_core.cues.mcdropout`)."""
+CUE_POINTS = ("start", "clean")
+"""Where cues are evaluated: the attack's start point, or the clean input."""
+GRAD_NORMS = ("none", "rms")
+"""How the scheduler's per-sample eps gradient is scaled."""
+BN_MODES = ("eval", "train")
+"""BatchNorm's mode while a training attack runs."""
+NORM_NAMES = tuple(NORMS.names())
+"""The threat models a run can train in (:data:`~ades_core.norms.NORMS`)."""
 
 @attrs.frozen(kw_only=True)
 class CueOptions:
@@ -48,15 +60,30 @@ class CueOptions:
         default=("grad", "entropy", "mcdropout"),
         converter=_named(_comma_tuple),
         validator=_each_registered(CUES),
+        metadata=cli("Comma-separated cues, e.g. grad,entropy,mcdropout.", name="cue", kind="comma_list"),
     )
-    mc_samples: int = attrs.field(default=3, validator=_int_at_least(2))
+    mc_samples: int = attrs.field(
+        default=3,
+        validator=_int_at_least(2),
+        metadata=cli("Stochastic passes T of the mcdropout cue."),
+    )
     mc_dropout_p: float = attrs.field(
-        default=0.3, validator=_number_in(0.0, 1.0, low_open=True, high_open=True)
+        default=0.3, validator=_number_in(0.0, 1.0, low_open=True, high_open=True),
+        metadata=cli("Feature-dropout rate of mcdropout in 'features' mode."),
     )
     mc_mode: str = attrs.field(
-        default="auto", validator=_in_choices("auto", "modules", "head", "features")
+        default="auto", validator=_in_choices(*MC_MODES),
+        metadata=cli("How mcdropout samples.", choices=MC_MODES),
     )
-    point: str = attrs.field(default="start", validator=_in_choices("start", "clean"))
+    point: str = attrs.field(
+        default="start",
+        validator=_in_choices(*CUE_POINTS),
+        metadata=cli(
+            "Cues at PGD's start point, sharing its first gradient (start), or at the clean input as the paper (clean).",
+            name="cue-point",
+            choices=CUE_POINTS,
+        ),
+    )
 
     @names.validator
     def _unique(self, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
@@ -93,22 +120,114 @@ class SchedulerOptions:
     learning rate of its virtual SGD step.
     """
 
-    name: str | None = attrs.field(default=None)
-    hidden: int = attrs.field(default=32, validator=_int_at_least(1))
-    weights: tuple[float, ...] | None = attrs.field(default=None, converter=_named(_float_tuple))
-    objective: str = attrs.field(
-        default="target-quantile", validator=_registered(SCHEDULER_OBJECTIVES)
+    name: str | None = attrs.field(
+        default=None,
+        metadata=cli(
+            "Budget scheduler: fixed, static, mlp, random (default: the defense's own).",
+            name="scheduler",
+        ),
     )
-    lr: float | None = attrs.field(default=None)
-    init_std: float = attrs.field(default=1e-2, validator=_number_in(0.0))
-    grad_norm: str = attrs.field(default="none", validator=_in_choices("none", "rms"))
-    target_loss: float | None = attrs.field(default=None)
-    penalty: float = attrs.field(default=100.0, validator=_number_in(0.0))
-    random_std: float = attrs.field(default=1 / math.sqrt(12), validator=_number_in(0.0, 1 / math.sqrt(12)))
-    reverse: bool = attrs.field(default=False, validator=_boolean)
-    shuffle: bool = attrs.field(default=False, validator=_boolean)
-    lookahead_every: int = attrs.field(default=4, validator=_int_at_least(1))
-    lookahead_lr: float = attrs.field(default=0.1, validator=_number_in(0.0, low_open=True))
+    hidden: int = attrs.field(
+        default=32,
+        validator=_int_at_least(1),
+        metadata=cli("Hidden width of the MLP scheduler.", name="scheduler-hidden"),
+    )
+    weights: tuple[float, ...] | None = attrs.field(
+        default=None,
+        converter=_named(_float_tuple),
+        metadata=cli(
+            "Comma-separated weights of the static scheduler, one per cue.",
+            name="static-weights",
+            kind="text",
+        ),
+    )
+    objective: str = attrs.field(
+        default="target-quantile", validator=_registered(SCHEDULER_OBJECTIVES),
+        metadata=cli(
+            "How the learnable scheduler is trained: target-quantile, target, lookahead, allocate-min, allocate-max, paper, penalty, loss-target, saturating.",
+            name="scheduler-objective",
+        ),
+    )
+    lr: float | None = attrs.field(
+        default=None,
+        metadata=cli(
+            "Adam learning rate of the learnable scheduler (default: the objective's own; 3e-2 for target, else 1e-3).",
+            name="scheduler-lr",
+        ),
+    )
+    init_std: float = attrs.field(
+        default=1e-2,
+        validator=_number_in(0.0),
+        metadata=cli(
+            "Std of the MLP scheduler's output-layer weights at start (0: every sigma starts at 0.5).",
+            name="scheduler-init-std",
+        ),
+    )
+    grad_norm: str = attrs.field(
+        default="none",
+        validator=_in_choices(*GRAD_NORMS),
+        metadata=cli(
+            "Divide the scheduler's per-sample eps gradient by its batch RMS (rms) or not (none).",
+            name="scheduler-grad-norm",
+            choices=GRAD_NORMS,
+        ),
+    )
+    target_loss: float | None = attrs.field(
+        default=None,
+        metadata=cli(
+            "Loss level rho of the loss-target and saturating objectives (default: the batch median).",
+            name="scheduler-target-loss",
+        ),
+    )
+    penalty: float = attrs.field(
+        default=100.0,
+        validator=_number_in(0.0),
+        metadata=cli(
+            "Weight mu of the penalty objective's pull of the mean budget to eps_min + lam/2.",
+            name="scheduler-penalty",
+        ),
+    )
+    random_std: float = attrs.field(
+        default=1 / math.sqrt(12),
+        validator=_number_in(0.0, 1 / math.sqrt(12)),
+        metadata=cli(
+            "Std of sigma drawn by the random control scheduler, up to 0.2887 (default: uniform over the whole range).",
+            name="scheduler-random-std",
+            show_default=False,
+        ),
+    )
+    reverse: bool = attrs.field(
+        default=False,
+        validator=_boolean,
+        metadata=cli(
+            "Reversed control: train the learnable scheduler as usual, attack with each budget's deviation from the batch mean negated.",
+            name="scheduler-reverse",
+        ),
+    )
+    shuffle: bool = attrs.field(
+        default=False,
+        validator=_boolean,
+        metadata=cli(
+            "Shuffled control: train the learnable scheduler as usual, attack with the batch's learned budgets in a random order.",
+            name="scheduler-shuffle",
+        ),
+    )
+    lookahead_every: int = attrs.field(
+        default=4,
+        validator=_int_at_least(1),
+        metadata=cli(
+            "lookahead objective: a look-ahead every this many steps.",
+            name="scheduler-lookahead-every",
+        ),
+    )
+    lookahead_lr: float = attrs.field(
+        default=0.1,
+        validator=_number_in(0.0, low_open=True),
+        metadata=cli(
+            "lookahead objective: learning rate of the virtual SGD step.",
+            name="scheduler-lookahead-lr",
+        ),
+    )
 
     @shuffle.validator
     def _one_control(self, attribute: attrs.Attribute, value: bool) -> None:
@@ -173,15 +292,42 @@ class AttackOptions:
     ``None``: ``2.5 * eps_i / steps`` per sample (L2's default).
     """
 
-    norm: str = attrs.field(default="linf", validator=_registered(NORMS))
+    norm: str = attrs.field(
+        default="linf",
+        validator=_registered(NORMS),
+        metadata=cli(
+            "Threat model of training and of the held-out check: linf (budgets in [0, 1] pixel scale, 8/255) or l2 (a Euclidean radius in pixel space, 0.5).",
+            choices=NORM_NAMES,
+        ),
+    )
     name: str = attrs.field(default="pgd", validator=_registered(ATTACKS))
-    bn: str = attrs.field(default="eval", validator=_in_choices("eval", "train"))
-    steps: int = attrs.field(default=10, validator=_int_at_least(1))
+    bn: str = attrs.field(
+        default="eval",
+        validator=_in_choices(*BN_MODES),
+        metadata=cli(
+            "BatchNorm mode while the training attack runs: eval (running statistics, TRADES/MART) or train (batch statistics, Madry/Rice/Wong); running statistics are never updated by attacks.",
+            name="attack-bn",
+            choices=BN_MODES,
+        ),
+    )
+    steps: int = attrs.field(
+        default=10,
+        validator=_int_at_least(1),
+        metadata=cli("PGD steps during training."),
+    )
     alpha: float | None = attrs.field(
-        default=attrs.Factory(lambda self: default_alpha(self.norm), takes_self=True), converter=OPTIONAL_EPS_FIELD
+        default=attrs.Factory(lambda self: default_alpha(self.norm), takes_self=True), converter=OPTIONAL_EPS_FIELD,
+        metadata=cli(
+            "PGD step size in the norm's units, e.g. 2/255 (default: 2/255 for linf, 2.5 * eps_i / steps per sample for l2).",
+            kind="eps",
+        ),
     )
     random_start: bool = attrs.field(default=True, validator=_boolean)
-    loss: str = attrs.field(default="ce", validator=_registered(ATTACK_LOSSES))
+    loss: str = attrs.field(
+        default="ce",
+        validator=_registered(ATTACK_LOSSES),
+        metadata=cli("Loss the training attack maximises: ce or cw.", name="attack-loss"),
+    )
     # Evaluation attacks only (ades_core.evaluation.specs sets it): a sample is broken if any
     # PGD iterate broke it, not only the last (see ades_core.attacks.pgd.PGD).
     keep_broken: bool = attrs.field(default=False, validator=_boolean)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import attrs
 
+from ades_core.cli_metadata import cli
+
 from ades_core.config_fields import (
     EPS_FIELD,
     OPTIONAL_EPS_FIELD,
@@ -22,6 +24,9 @@ from ades_core.config_fields import (
 
 MMA_DEFAULT_MAX_EPS = {"linf": 32 / 255, "l2": 2.0}
 """MMA's d_max when ``mma_max_eps`` is unset, per norm (the authors' MMA-32 and MMA-2.0)."""
+
+MMA_MARGINS = ("hard", "soft")
+"""MMA's bisection test: the logit margin, or the log-sum-exp margin of the authors' code."""
 
 TRAINING_LOSSES = ("ce", "trades", "mart")
 """The outer loss of a budgeted defense (pgd-at, static-des, ades): cross-entropy on
@@ -57,24 +62,110 @@ class DefenseOptions:
     rises to ``eps``; ``cat_steps`` raises the PGD steps with it.
     """
 
-    loss: str = attrs.field(default="ce", validator=_in_choices(*TRAINING_LOSSES))
-    beta: float = attrs.field(default=6.0, validator=_number_in(0.0))
-    replays: int = attrs.field(default=8, validator=_int_at_least(1))
-    awp: bool = attrs.field(default=False, validator=_boolean)
-    awp_gamma: float = attrs.field(default=5e-3, validator=_number_in(0.0, low_open=True))
-    awp_warmup: int = attrs.field(default=0, validator=_int_at_least(0))
-    fast_alpha_ratio: float = attrs.field(default=1.25, validator=_number_in(0.0, low_open=True))
-    mma_max_eps: float | None = attrs.field(default=None, converter=OPTIONAL_EPS_FIELD)
-    mma_min_eps: float = attrs.field(default=0.005, converter=EPS_FIELD)
-    mma_clean_weight: float = attrs.field(default=1 / 3, validator=_number_in(0.0, 1.0))
-    mma_search_steps: int = attrs.field(default=10, validator=_int_at_least(1))
-    mma_margin: str = attrs.field(default="hard", validator=_in_choices("hard", "soft"))
-    iaat_warmup: int = attrs.field(default=10, validator=_int_at_least(0))
-    iaat_gamma: float | None = attrs.field(default=None, converter=OPTIONAL_EPS_FIELD)
-    iaat_beta: float = attrs.field(default=0.1, validator=_number_in(0.0, 1.0, low_open=True))
-    iaat_max_eps: float | None = attrs.field(default=None, converter=OPTIONAL_EPS_FIELD)
-    cat_ramp: float = attrs.field(default=0.5, validator=_number_in(0.0, 1.0, low_open=True))
-    cat_steps: bool = attrs.field(default=False, validator=_boolean)
+    loss: str = attrs.field(
+        default="ce",
+        validator=_in_choices(*TRAINING_LOSSES),
+        metadata=cli(
+            "Outer training loss of pgd-at, static-des, ades: ce, trades or mart (per-sample budgets inside TRADES/MART).",
+        ),
+    )
+    beta: float = attrs.field(
+        default=6.0,
+        validator=_number_in(0.0),
+        metadata=cli("Weight of the TRADES/MART robustness term."),
+    )
+    replays: int = attrs.field(
+        default=8,
+        validator=_int_at_least(1),
+        metadata=cli("free-at: replays m of each minibatch; the run makes ceil(epochs / m) passes."),
+    )
+    awp: bool = attrs.field(
+        default=False,
+        validator=_boolean,
+        metadata=cli("Adversarial weight perturbation (pgd-at, trades, mart, ades)."),
+    )
+    awp_gamma: float = attrs.field(
+        default=5e-3,
+        validator=_number_in(0.0, low_open=True),
+        metadata=cli("AWP's relative weight perturbation per layer."),
+    )
+    awp_warmup: int = attrs.field(
+        default=0,
+        validator=_int_at_least(0),
+        metadata=cli("Epochs trained before AWP starts."),
+    )
+    fast_alpha_ratio: float = attrs.field(
+        default=1.25,
+        validator=_number_in(0.0, low_open=True),
+        metadata=cli("Fast-AT's FGSM step as a multiple of eps."),
+    )
+    mma_max_eps: float | None = attrs.field(
+        default=None,
+        converter=OPTIONAL_EPS_FIELD,
+        metadata=cli(
+            "mma: d_max of the hinge, margins >= it add no loss (default 32/255 for linf, 2.0 for l2).",
+            kind="eps",
+        ),
+    )
+    mma_min_eps: float = attrs.field(
+        default=0.005,
+        converter=EPS_FIELD,
+        metadata=cli("mma: smallest radius a margin search starts from.", kind="eps"),
+    )
+    mma_clean_weight: float = attrs.field(
+        default=1 / 3,
+        validator=_number_in(0.0, 1.0),
+        metadata=cli("mma: weight of the clean cross-entropy (default 1/3; 0 is OMMA).", show_default=False),
+    )
+    mma_search_steps: int = attrs.field(
+        default=10,
+        validator=_int_at_least(1),
+        metadata=cli("mma: bisection steps of the margin search."),
+    )
+    mma_margin: str = attrs.field(
+        default="hard",
+        validator=_in_choices(*MMA_MARGINS),
+        metadata=cli(
+            "mma: the bisection's flipped test, the logit margin (hard) or the log-sum-exp margin of the authors' code (soft).",
+            choices=MMA_MARGINS,
+        ),
+    )
+    iaat_warmup: int = attrs.field(
+        default=10,
+        validator=_int_at_least(0),
+        metadata=cli("iaat: epochs at the fixed --eps before per-sample budgets adapt."),
+    )
+    iaat_gamma: float | None = attrs.field(
+        default=None,
+        converter=OPTIONAL_EPS_FIELD,
+        metadata=cli(
+            "iaat: step of the per-sample budget per visit (default 1.9/255 for linf, eps * 1.9/8 for l2).",
+            kind="eps",
+        ),
+    )
+    iaat_beta: float = attrs.field(
+        default=0.1,
+        validator=_number_in(0.0, 1.0, low_open=True),
+        metadata=cli("iaat: weight of the new budget in the running average."),
+    )
+    iaat_max_eps: float | None = attrs.field(
+        default=None,
+        converter=OPTIONAL_EPS_FIELD,
+        metadata=cli(
+            "iaat: upper bound of the per-sample budgets (default 1 for linf: none; 8 * eps for l2).",
+            kind="eps",
+        ),
+    )
+    cat_ramp: float = attrs.field(
+        default=0.5,
+        validator=_number_in(0.0, 1.0, low_open=True),
+        metadata=cli("cat: fraction of the epochs over which eps rises to --eps."),
+    )
+    cat_steps: bool = attrs.field(
+        default=False,
+        validator=_boolean,
+        metadata=cli("cat: also raise the PGD steps from 1 to --steps."),
+    )
 
     def mma_d_max(self, norm: str = "linf") -> float:
         """``mma_max_eps``, or the norm's default d_max: 32/255 (L-inf, the authors' MMA-32),

@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 from attrs import validators as v
 
+from ades_core.cli_metadata import cli
 from ades_core.config.components import AttackOptions, CueOptions, SchedulerOptions, default_alpha
 from ades_core.config.defense_options import DefenseOptions
 from ades_core.config.rules import check_budgets, check_run
@@ -22,7 +23,7 @@ from ades_core.config_fields import ConfigError, _device, _in_choices, _int_at_l
 from ades_core.registries import DEFENSES
 from ades_core.training_config import EmaConfig, LoggingConfig, ValidationConfig
 
-_SECTIONS: dict[str, type] = {
+SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
     "budget": BudgetConfig,
@@ -36,6 +37,7 @@ _SECTIONS: dict[str, type] = {
     "ema": EmaConfig,
     "logging": LoggingConfig,
 }
+"""The sections of a :class:`RunConfig` by field name (the other fields are top-level values)."""
 
 
 def _section(cls: type) -> Any:
@@ -73,6 +75,9 @@ def default_scheduler(defense: str) -> str:
     return DEFENSES.entry(defense).info.scheduler
 
 
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+"""Mixed precision: auto (bf16 on CUDA, off on CPU), off, bf16 or fp16."""
+
 ON_NONFINITE = ("stop", "skip")
 """What a NaN or Inf loss or gradient does: stop the run, or skip the step."""
 
@@ -81,7 +86,13 @@ ON_NONFINITE = ("stop", "skip")
 class RunConfig:
     """Everything one training run needs; ``config.json`` of a run folder."""
 
-    defense: str = attrs.field(default="ades", validator=_registered(DEFENSES))
+    defense: str = attrs.field(
+        default="ades",
+        validator=_registered(DEFENSES),
+        metadata=cli(
+            "Training method: ades, pgd-at, static-des, trades, mart, mma, free-at, fast-at, iaat, cat (see `ades list`).",
+        ),
+    )
     data: DataConfig = _section(DataConfig)
     model: ModelConfig = _section(ModelConfig)
     budget: BudgetConfig = _section(BudgetConfig)
@@ -94,17 +105,51 @@ class RunConfig:
     val: ValidationConfig = _section(ValidationConfig)
     ema: EmaConfig = _section(EmaConfig)
     logging: LoggingConfig = _section(LoggingConfig)
-    seed: int = attrs.field(default=0, validator=_int_at_least(0))
-    device: str = attrs.field(default="auto", validator=_device)
-    amp: str = attrs.field(default="auto", validator=_in_choices("auto", "off", "bf16", "fp16"))
-    log_every: int = attrs.field(default=10, validator=_int_at_least(1))
-    checkpoint_every: int | None = attrs.field(default=None, validator=_positive_or_none)
+    seed: int = attrs.field(
+        default=0,
+        validator=_int_at_least(0),
+        metadata=cli("Seed of every random choice."),
+    )
+    device: str = attrs.field(default="auto", validator=_device, metadata=cli("auto, cpu, cuda or cuda:N."))
+    amp: str = attrs.field(
+        default="auto",
+        validator=_in_choices(*AMP_MODES),
+        metadata=cli("Mixed precision (auto: bf16 on CUDA, off on CPU).", choices=AMP_MODES),
+    )
+    log_every: int = attrs.field(
+        default=10,
+        validator=_int_at_least(1),
+        metadata=cli("Refresh the progress line every N steps."),
+    )
+    checkpoint_every: int | None = attrs.field(
+        default=None,
+        validator=_positive_or_none,
+        metadata=cli(
+            "Also save the resumable training state every N steps (it is always saved after each epoch).",
+            kind="positive_int",
+        ),
+    )
     """Also write the training state every this many steps (None: at the end of each epoch only)."""
-    on_nonfinite: str = attrs.field(default="stop", validator=_in_choices(*ON_NONFINITE))
+    on_nonfinite: str = attrs.field(
+        default="stop",
+        validator=_in_choices(*ON_NONFINITE),
+        metadata=cli(
+            "A NaN/Inf loss or gradient stops the run, or its step is skipped.",
+            choices=ON_NONFINITE,
+        ),
+    )
     """``stop``: a NaN/Inf loss or gradient ends the run; ``skip``: that step is undone and skipped."""
-    compile: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    compile: bool = attrs.field(
+        default=False,
+        validator=attrs.validators.instance_of(bool),
+        metadata=cli("torch.compile the model's forward passes."),
+    )
     """``torch.compile`` the model's forward passes (whole, and split features/head)."""
-    sync_bn: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    sync_bn: bool = attrs.field(
+        default=False,
+        validator=attrs.validators.instance_of(bool),
+        metadata=cli("Under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)."),
+    )
     """Under ``torchrun``, normalise BatchNorm over the global batch (no effect on one process)."""
 
     def __attrs_post_init__(self) -> None:
@@ -182,7 +227,7 @@ class RunConfig:
         """A copy with top-level fields or ``section={field: value}`` changes applied."""
         updates: dict[str, Any] = {}
         for key, value in changes.items():
-            if key in _SECTIONS and isinstance(value, Mapping):
+            if key in SECTIONS and isinstance(value, Mapping):
                 try:
                     updates[key] = attrs.evolve(getattr(self, key), **value)
                 except ConfigError as exc:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import attrs
 
+from ades_core.cli_metadata import cli
 from ades_core.config_fields import (
     EPS_FIELD,
     OPTIONAL_EPS_FIELD,
@@ -33,22 +34,61 @@ from ades_core.registry import RegistryError
 class DataConfig:
     """Which data, how much of it, in which batches."""
 
-    dataset: str = attrs.field(default="cifar10", validator=_registered(DATASETS))
-    data_dir: Path = attrs.field(default=Path("~/.cache/ades/data"), converter=_named(_path))
-    train_subset: int | None = attrs.field(default=None, validator=_positive_or_none)
-    test_subset: int | None = attrs.field(default=None, validator=_positive_or_none)
-    batch_size: int = attrs.field(default=128, validator=_int_at_least(1))
-    augment: bool = attrs.field(default=True, validator=_boolean)
-    download: bool = attrs.field(default=True, validator=_boolean)
-    image_size: int | None = attrs.field(default=None, validator=_positive_or_none)
+    dataset: str = attrs.field(
+        default="cifar10",
+        validator=_registered(DATASETS),
+        metadata=cli("cifar10, cifar100 or imagefolder."),
+    )
+    data_dir: Path = attrs.field(
+        default=Path("~/.cache/ades/data"),
+        converter=_named(_path),
+        metadata=cli("Dataset root (imagefolder: holds train/ and test/).", kind="path"),
+    )
+    train_subset: int | None = attrs.field(
+        default=None,
+        validator=_positive_or_none,
+        metadata=cli("Train on this many random training images."),
+    )
+    test_subset: int | None = attrs.field(
+        default=None,
+        validator=_positive_or_none,
+        metadata=cli("Evaluate on this many random test images."),
+    )
+    batch_size: int = attrs.field(
+        default=128,
+        validator=_int_at_least(1),
+        metadata=cli("Training batch size."),
+    )
+    augment: bool = attrs.field(
+        default=True,
+        validator=_boolean,
+        metadata=cli("Random crop (padding 4) and horizontal flip."),
+    )
+    download: bool = attrs.field(
+        default=True,
+        validator=_boolean,
+        metadata=cli("Download CIFAR through torchvision when missing."),
+    )
+    image_size: int | None = attrs.field(
+        default=None,
+        validator=_positive_or_none,
+        metadata=cli("Resize image-folder images to this square size."),
+    )
 
 
 @attrs.frozen(kw_only=True)
 class ModelConfig:
     """The classifier: a timm model name (``ades_*`` or any timm model)."""
 
-    backbone: str = attrs.field(default="ades_wrn34_10")
-    drop_rate: float = attrs.field(default=0.0, validator=_number_in(0.0, 1.0, high_open=True))
+    backbone: str = attrs.field(
+        default="ades_wrn34_10",
+        metadata=cli("ades_* or any timm model name, e.g. ades_wrn34_10, ades_cnn_small."),
+    )
+    drop_rate: float = attrs.field(
+        default=0.0,
+        validator=_number_in(0.0, 1.0, high_open=True),
+        metadata=cli("Dropout rate passed to the backbone."),
+    )
 
     @backbone.validator
     def _known(self, attribute: attrs.Attribute, value: str) -> None:
@@ -70,9 +110,21 @@ class BudgetConfig:
     budget's range for its norm (:meth:`RunConfig.check_budgets`).
     """
 
-    eps: float = attrs.field(default=8 / 255, converter=EPS_FIELD)
-    eps_min: float = attrs.field(default=4 / 255, converter=EPS_FIELD)
-    lam: float = attrs.field(default=8 / 255, converter=EPS_FIELD)
+    eps: float = attrs.field(
+        default=8 / 255,
+        converter=EPS_FIELD,
+        metadata=cli("Fixed budget of pgd-at, e.g. 8/255 or 0.0314 (L-inf), 0.5 (L2).", kind="eps"),
+    )
+    eps_min: float = attrs.field(
+        default=4 / 255,
+        converter=EPS_FIELD,
+        metadata=cli("Smallest adaptive budget: eps_x = eps_min + lam * sigma(x).", kind="eps"),
+    )
+    lam: float = attrs.field(
+        default=8 / 255,
+        converter=EPS_FIELD,
+        metadata=cli("Range of the adaptive budget (lambda), e.g. 8/255.", kind="lam"),
+    )
 
     @property
     def eps_max(self) -> float:
@@ -99,14 +151,40 @@ class OptimConfig:
     iterations and back to 0, stepped per iteration: Wong et al.'s cyclic rate).
     """
 
-    epochs: int = attrs.field(default=100, validator=_int_at_least(1))
-    lr: float = attrs.field(default=0.1, validator=_number_in(0.0, low_open=True))
-    momentum: float = attrs.field(default=0.9, validator=_number_in(0.0, 1.0, high_open=True))
-    weight_decay: float = attrs.field(default=5e-4, validator=_number_in(0.0))
+    epochs: int = attrs.field(default=100, validator=_int_at_least(1), metadata=cli("Training epochs."))
+    lr: float = attrs.field(
+        default=0.1,
+        validator=_number_in(0.0, low_open=True),
+        metadata=cli("SGD learning rate (the peak of cosine, one-cycle and cyclic schedules)."),
+    )
+    momentum: float = attrs.field(
+        default=0.9,
+        validator=_number_in(0.0, 1.0, high_open=True),
+        metadata=cli("SGD momentum."),
+    )
+    weight_decay: float = attrs.field(
+        default=5e-4,
+        validator=_number_in(0.0),
+        metadata=cli("SGD weight decay."),
+    )
     milestones: tuple[float, ...] = attrs.field(default=(0.75, 0.9), converter=_named(_float_tuple))
     gamma: float = attrs.field(default=0.1, validator=_number_in(0.0, 1.0, low_open=True))
-    schedule: str = attrs.field(default="multistep", validator=_registered(LR_SCHEDULES))
-    warmup: float = attrs.field(default=0.5, validator=_number_in(0.0, 1.0, low_open=True, high_open=True))
+    schedule: str = attrs.field(
+        default="multistep",
+        validator=_registered(LR_SCHEDULES),
+        metadata=cli(
+            "multistep (x0.1 at 75% and 90% of the epochs, per epoch), cosine, one-cycle or cyclic (per iteration).",
+            name="lr-schedule",
+        ),
+    )
+    warmup: float = attrs.field(
+        default=0.5,
+        validator=_number_in(0.0, 1.0, low_open=True, high_open=True),
+        metadata=cli(
+            "one-cycle, cyclic: the fraction of the iterations over which the rate rises.",
+            name="lr-warmup",
+        ),
+    )
 
     @milestones.validator
     def _fractions(self, attribute: attrs.Attribute, value: tuple[float, ...]) -> None:
@@ -131,10 +209,30 @@ class EvalConfig:
     (:meth:`RunConfig.with_resolved_defaults`).
     """
 
-    eps: float | None = attrs.field(default=None, converter=OPTIONAL_EPS_FIELD)
-    steps: int = attrs.field(default=20, validator=_int_at_least(1))
+    eps: float | None = attrs.field(
+        default=None,
+        converter=OPTIONAL_EPS_FIELD,
+        metadata=cli(
+            "Budget of the per-epoch held-out PGD check, in --norm (default: 8/255 for linf, 0.5 for l2).",
+            name="eval-eps",
+            kind="eps",
+        ),
+    )
+    steps: int = attrs.field(
+        default=20,
+        validator=_int_at_least(1),
+        metadata=cli("Steps of the per-epoch held-out PGD check.", name="eval-steps"),
+    )
     alpha: float | None = attrs.field(default=None, converter=OPTIONAL_EPS_FIELD)
-    batch_size: int = attrs.field(default=256, validator=_int_at_least(1))
-    every: int = attrs.field(default=1, validator=_int_at_least(1))
+    batch_size: int = attrs.field(
+        default=256,
+        validator=_int_at_least(1),
+        metadata=cli("Batch size of the held-out check.", name="eval-batch-size"),
+    )
+    every: int = attrs.field(
+        default=1,
+        validator=_int_at_least(1),
+        metadata=cli("Evaluate every N epochs (and always after the last).", name="eval-every"),
+    )
 
 
