@@ -8,13 +8,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from ades_cli.options import (
-    COMMA_LIST,
-    EPS,
-    LAM,
-    option_for_field,
-    overrides_from_options,
-)
+from ades_cli.options import config_options, option_for_field, overrides_from_options
 
 PRESET_NAMES = ("paper", "quick", "fast-at", "free-at", "awp-at", "awp-trades", "mma")
 """The names of ``ades_core.presets.PRESETS`` (written out so ``ades --help`` imports no torch; a test keeps them equal)."""
@@ -43,97 +37,24 @@ def _warn_plugin_failures() -> None:
 
 
 def _run_options(fn):
-    """The options of ``ades run``; every one defaults to "not given" so presets apply."""
-    options = [
+    """The options of ``ades run``: the hand-written ones (not config fields) around the options
+    generated from the config fields' metadata (:func:`~ades_cli.options.config_options`); every
+    one defaults to "not given" so presets apply."""
+    before = [
         click.option("--preset", type=click.Choice(PRESET_NAMES), help="Start from a named setting or a defense's own recipe (fast-at, free-at, awp-at, awp-trades, mma; docs/defenses.md); --config and explicit options override it."),
         click.option("--config", "config_file", type=click.Path(path_type=Path), help="A TOML or JSON file of config sections (as --print-config writes); over --preset, under explicit options."),
         click.option("--print-config", is_flag=True, help="Write the resolved config as TOML to stdout and exit (a file to start from with --config)."),
-        click.option("--defense", help="Training method: ades, pgd-at, static-des, trades, mart, mma, free-at, fast-at, iaat, cat (see `ades list`)."),
-        click.option("--cue", type=COMMA_LIST, help="Comma-separated cues, e.g. grad,entropy,mcdropout."),
-        click.option("--backbone", help="ades_* or any timm model name, e.g. ades_wrn34_10, ades_cnn_small."),
-        click.option("--drop-rate", type=float, help="Dropout rate passed to the backbone."),
-        click.option("--dataset", help="cifar10, cifar100 or imagefolder."),
-        click.option("--data-dir", type=click.Path(path_type=Path), help="Dataset root (imagefolder: holds train/ and test/)."),
-        click.option("--download/--no-download", default=None, help="Download CIFAR through torchvision when missing."),
-        click.option("--augment/--no-augment", default=None, help="Random crop (padding 4) and horizontal flip."),
-        click.option("--image-size", type=int, help="Resize image-folder images to this square size."),
-        click.option("--epochs", type=int, help="Training epochs."),
-        click.option("--batch-size", type=int, help="Training batch size."),
-        click.option("--lr", type=float, help="SGD learning rate (the peak of cosine, one-cycle and cyclic schedules)."),
-        click.option("--lr-schedule", help="multistep (x0.1 at 75% and 90% of the epochs, per epoch), cosine, one-cycle or cyclic (per iteration)."),
-        click.option("--lr-warmup", type=float, help="one-cycle, cyclic: the fraction of the iterations over which the rate rises (default 0.5)."),
-        click.option("--momentum", type=float, help="SGD momentum."),
-        click.option("--weight-decay", type=float, help="SGD weight decay."),
-        click.option("--norm", type=click.Choice(["linf", "l2"]), help="Threat model of training and of the held-out check: linf (budgets in [0, 1] pixel scale, 8/255) or l2 (a Euclidean radius in pixel space, 0.5); default linf."),
-        click.option("--eps", type=EPS, help="Fixed budget of pgd-at, e.g. 8/255 or 0.0314 (L-inf), 0.5 (L2)."),
-        click.option("--eps-min", type=EPS, help="Smallest adaptive budget: eps_x = eps_min + lam * sigma(x)."),
-        click.option("--lam", type=LAM, help="Range of the adaptive budget (lambda), e.g. 8/255."),
-        click.option("--steps", type=int, help="PGD steps during training."),
-        click.option("--alpha", type=EPS, help="PGD step size in the norm's units, e.g. 2/255 (default: 2/255 for linf, 2.5 * eps_i / steps per sample for l2)."),
-        click.option("--attack-loss", help="Loss the training attack maximises: ce or cw."),
-        click.option("--attack-bn", type=click.Choice(["eval", "train"]), help="BatchNorm mode while the training attack runs: eval (running statistics, TRADES/MART) or train (batch statistics, Madry/Rice/Wong); running statistics are never updated by attacks."),
-        click.option("--loss", help="Outer training loss of pgd-at, static-des, ades: ce, trades or mart (per-sample budgets inside TRADES/MART)."),
-        click.option("--beta", type=float, help="Weight of the TRADES/MART robustness term (default 6)."),
-        click.option("--awp/--no-awp", "awp", default=None, help="Adversarial weight perturbation (pgd-at, trades, mart, ades)."),
-        click.option("--awp-gamma", type=float, help="AWP's relative weight perturbation per layer (default 5e-3)."),
-        click.option("--awp-warmup", type=int, help="Epochs trained before AWP starts (default 0)."),
-        click.option("--fast-alpha-ratio", type=float, help="Fast-AT's FGSM step as a multiple of eps (default 1.25)."),
-        click.option("--scheduler", help="Budget scheduler: fixed, static, mlp, random (default: the defense's own)."),
-        click.option("--scheduler-objective", help="How the learnable scheduler is trained: target-quantile (default), target, lookahead, allocate-min, allocate-max, paper, penalty, loss-target, saturating."),
-        click.option("--scheduler-lr", type=float, help="Adam learning rate of the learnable scheduler (default: the objective's own; 3e-2 for target, else 1e-3)."),
-        click.option("--scheduler-hidden", type=int, help="Hidden width of the MLP scheduler."),
-        click.option("--static-weights", help="Comma-separated weights of the static scheduler, one per cue."),
-        click.option("--scheduler-init-std", type=float, help="Std of the MLP scheduler's output-layer weights at start (default 0.01; 0: every sigma starts at 0.5)."),
-        click.option("--scheduler-grad-norm", type=click.Choice(["none", "rms"]), help="Divide the scheduler's per-sample eps gradient by its batch RMS (rms) or not (none, default)."),
-        click.option("--scheduler-target-loss", type=float, help="Loss level rho of the loss-target and saturating objectives (default: the batch median)."),
-        click.option("--scheduler-penalty", type=float, help="Weight mu of the penalty objective's pull of the mean budget to eps_min + lam/2 (default 100)."),
-        click.option("--scheduler-random-std", type=float, help="Std of sigma drawn by the random control scheduler, up to 0.2887 (default: uniform over the whole range)."),
-        click.option("--scheduler-reverse/--no-scheduler-reverse", "scheduler_reverse", default=None, help="Reversed control: train the learnable scheduler as usual, attack with each budget's deviation from the batch mean negated."),
-        click.option("--scheduler-shuffle/--no-scheduler-shuffle", "scheduler_shuffle", default=None, help="Shuffled control: train the learnable scheduler as usual, attack with the batch's learned budgets in a random order."),
-        click.option("--scheduler-lookahead-every", "scheduler_lookahead_every", type=int, default=None, help="lookahead objective: a look-ahead every this many steps [4]."),
-        click.option("--scheduler-lookahead-lr", "scheduler_lookahead_lr", type=float, default=None, help="lookahead objective: learning rate of the virtual SGD step [0.1]."),
-        click.option("--mc-samples", type=int, help="Stochastic passes T of the mcdropout cue."),
-        click.option("--mc-mode", type=click.Choice(["auto", "modules", "head", "features"]), help="How mcdropout samples."),
-        click.option("--cue-point", type=click.Choice(["start", "clean"]), help="Cues at PGD's start point, sharing its first gradient (start), or at the clean input as the paper (clean)."),
-        click.option("--mc-dropout-p", type=float, help="Feature-dropout rate of mcdropout in 'features' mode."),
-        click.option("--replays", type=int, help="free-at: replays m of each minibatch (default 8); the run makes ceil(epochs / m) passes."),
-        click.option("--mma-max-eps", type=EPS, help="mma: d_max of the hinge, margins >= it add no loss (default 32/255 for linf, 2.0 for l2)."),
-        click.option("--mma-min-eps", type=EPS, help="mma: smallest radius a margin search starts from (default 0.005)."),
-        click.option("--mma-clean-weight", type=float, help="mma: weight of the clean cross-entropy (default 1/3; 0 is OMMA)."),
-        click.option("--mma-search-steps", type=int, help="mma: bisection steps of the margin search (default 10)."),
-        click.option("--mma-margin", type=click.Choice(["hard", "soft"]), help="mma: the bisection's flipped test, the logit margin (hard, default) or the log-sum-exp margin of the authors' code (soft)."),
-        click.option("--iaat-warmup", type=int, help="iaat: epochs at the fixed --eps before per-sample budgets adapt (default 10)."),
-        click.option("--iaat-gamma", type=EPS, help="iaat: step of the per-sample budget per visit (default 1.9/255 for linf, eps * 1.9/8 for l2)."),
-        click.option("--iaat-beta", type=float, help="iaat: weight of the new budget in the running average (default 0.1)."),
-        click.option("--iaat-max-eps", type=EPS, help="iaat: upper bound of the per-sample budgets (default 1 for linf: none; 8 * eps for l2)."),
-        click.option("--cat-ramp", type=float, help="cat: fraction of the epochs over which eps rises to --eps (default 0.5)."),
-        click.option("--cat-steps/--no-cat-steps", "cat_steps", default=None, help="cat: also raise the PGD steps from 1 to --steps."),
-        click.option("--eval-eps", type=EPS, help="Budget of the per-epoch held-out PGD check (in --norm; default 8/255, so give it with --norm l2, e.g. 0.5)."),
-        click.option("--eval-steps", type=int, help="Steps of the per-epoch held-out PGD check."),
-        click.option("--eval-every", type=int, help="Evaluate every N epochs (and always after the last)."),
-        click.option("--eval-batch-size", type=int, help="Batch size of the held-out check."),
-        click.option("--val-split", type=int, help="Hold out N training images (fixed by --seed, never augmented); their clean and PGD accuracy every --eval-every epochs choose model-best.safetensors."),
-        click.option("--early-stop-drop", type=float, help="Stop when the validation PGD accuracy falls more than this fraction below its best (0.2: catastrophic overfitting); needs --val-split."),
-        click.option("--ema", type=float, help="Keep an exponential moving average of the weights with this decay, e.g. 0.999 (model-ema.safetensors)."),
-        click.option("--ema-warmup/--no-ema-warmup", "ema_warmup", default=None, help="EMA decay min(decay, (1+t)/(10+t)) at update t (default on)."),
-        click.option("--ema-buffers", type=click.Choice(["average", "copy"]), help="EMA of BatchNorm running statistics: averaged like the weights (default) or copied."),
-        click.option("--tensorboard/--no-tensorboard", "tensorboard", default=None, help="Also write TensorBoard events to RUN/tensorboard (pip install 'ades[tensorboard]')."),
-        click.option("--train-subset", type=int, help="Train on this many random training images."),
-        click.option("--test-subset", type=int, help="Evaluate on this many random test images."),
-        click.option("--seed", type=int, help="Seed of every random choice."),
-        click.option("--device", help="auto, cpu, cuda or cuda:N."),
-        click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), help="Mixed precision (auto: bf16 on CUDA, off on CPU)."),
-        click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model's forward passes."),
-        click.option("--sync-bn/--no-sync-bn", "sync_bn", default=None, help="Under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)."),
-        click.option("--log-every", type=int, help="Refresh the progress line every N steps."),
-        click.option("--checkpoint-every", type=click.IntRange(min=1), help="Also save the resumable training state every N steps (it is always saved after each epoch)."),
-        click.option("--on-nonfinite", type=click.Choice(["stop", "skip"]), help="A NaN/Inf loss or gradient stops the run (default) or its step is skipped."),
+    ]
+    after = [
         click.option("--out", type=click.Path(path_type=Path), help="Run folder (default runs/<defense>-<backbone>-seed<seed>)."),
         click.option("--overwrite", is_flag=True, help="Replace a run already in --out."),
         click.option("--resume", type=click.Path(path_type=Path), help="Continue the run in this folder from its last saved state (its config.json fixes the setting)."),
         click.option("--quiet", is_flag=True, help="No progress bar or epoch lines."),
     ]
-    for option in reversed(options):
+    for option in reversed(after):
+        fn = option(fn)
+    fn = config_options(fn)
+    for option in reversed(before):
         fn = option(fn)
     return fn
 
@@ -278,10 +199,10 @@ def _train(config: Any, out: Path, *, overwrite: bool, resume: Path | None, quie
     console = Console(stderr=True, quiet=quiet)
     from ades_core.registries import DEFENSES
 
-    budget, meta, norm = config.budget, DEFENSES.entry(config.defense).meta, config.norm
-    if meta.get("budget_note"):
-        budget_text = meta["budget_note"]
-    elif meta.get("uses_cues", True):
+    budget, info, norm = config.budget, DEFENSES.entry(config.defense).info, config.norm
+    if info.budget_note:
+        budget_text = info.budget_note
+    elif info.uses_cues:
         budget_text = (
             f"eps in [{format_eps(budget.eps_min, norm)}, {format_eps(budget.eps_max, norm)}] (eps_min + lam*sigma)"
         )

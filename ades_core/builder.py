@@ -159,24 +159,13 @@ def build_defense(
     state indexed by dataset index (IAAT, MMA).
     """
     entry = DEFENSES.entry(config.defense)
-    uses_cues = entry.meta.get("uses_cues", True)
+    uses_cues = entry.info.uses_cues
     cue_names = config.cues.names if uses_cues else ()
     cues = tuple(
         _build_part(CUES, name, CueExtractor, f"cue {name!r}", config.cues) for name in cue_names
     )
     scheduler_name = config.scheduler_name()
-    learnable = SCHEDULERS.entry(scheduler_name).meta.get("learnable", False)
-    if entry.meta.get("learnable") and not learnable:
-        raise BuildError(
-            f"defense {config.defense!r} needs a learnable scheduler, got {scheduler_name!r}; "
-            f"learnable: {', '.join(n for n in SCHEDULERS if SCHEDULERS.entry(n).meta.get('learnable'))}"
-        )
-    for control, flag in ((config.scheduler.reverse, "reverse"), (config.scheduler.shuffle, "shuffle")):
-        if control and not learnable:
-            raise BuildError(
-                f"--scheduler-{flag} controls a learned allocation; scheduler {scheduler_name!r} is not "
-                "learnable (use --scheduler mlp)"
-            )
+    learnable = SCHEDULERS.entry(scheduler_name).info.learnable  # as the defense needs: checked by the config
     objective = None
     if learnable:
         objective = _build_part(
@@ -360,7 +349,7 @@ def build(config: RunConfig) -> TrainingSetup:
     replays = replays_of(defense)
     lr_schedule = build_lr_schedule(optimizers.model, optim, epochs=passes, steps_per_epoch=len(train_loader) * replays)
     eval_attack = held_out_attack(config, autocast_dtype)
-    uses_cues = DEFENSES.entry(config.defense).meta.get("uses_cues", True)
+    uses_cues = DEFENSES.entry(config.defense).info.uses_cues
     resolved = resolved_record(
         config, device=device, autocast_dtype=autocast_dtype, data=data, val_data=val_data, defense=defense,
         uses_cues=uses_cues, learnable=optimizers.defense is not None, passes=passes, dist=dist,

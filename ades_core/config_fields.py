@@ -223,8 +223,8 @@ def _registered(registry) -> Any:
 def _training_attack(instance: object, attribute: attrs.Attribute, value: str) -> None:
     """A registered attack that can generate training examples (not an evaluation-only one)."""
     _registered(ATTACKS)(instance, attribute, value)
-    if not ATTACKS.entry(value).meta.get("training", True):
-        usable = [n for n in ATTACKS.names() if ATTACKS.entry(n).meta.get("training", True)]
+    if not ATTACKS.entry(value).info.training:
+        usable = [n for n in ATTACKS.names() if ATTACKS.entry(n).info.training]
         raise ConfigError(
             f"attack.{attribute.name}",
             f"attack {value!r} is for evaluation only; training attacks: {', '.join(usable)}",

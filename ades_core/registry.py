@@ -11,6 +11,13 @@ the family's protocol. Registration is a decorator or a plain call::
 Duplicates and unknown names raise :class:`RegistryError` (a ``KeyError`` and
 ``ValueError``) whose one-line message lists the names that are registered.
 
+Each registry carries one typed metadata record per entry, of its family's
+class (:mod:`ades_core.registry_info`): the keywords of ``register`` beyond
+``description``/``paper``/``source`` are its fields (``DEFENSES.register("x",
+factory, uses_cues=False)``), or ``info=DefenseInfo(...)`` passes the record
+itself; an unknown field or a bad value is a :class:`RegistryError` at
+registration, naming the accepted fields. Readers use ``entry.info.<field>``.
+
 Third-party packages add components through one entry-point group per family
 (``ades.cues``, ``ades.schedulers``, ``ades.attacks``, ``ades.defenses``,
 ``ades.backbones``); the entry point names a factory (or, for backbones, a
@@ -27,7 +34,10 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
+from ades_core.registry_info import NoInfo
+
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - the family's metadata record
 
 PLUGINS_DISABLED_ENV = "ADES_DISABLE_PLUGINS"
 
@@ -40,29 +50,32 @@ class RegistryError(KeyError, ValueError):
 
 
 @attrs.frozen
-class Entry(Generic[T]):
-    """One registered component: its factory and what `ades list` shows of it."""
+class Entry(Generic[T, I]):
+    """One registered component: its factory, its typed metadata and what `ades list` shows of it."""
 
     name: str
     factory: T
     description: str = ""
     paper: str = ""
     source: str = "ades"  # "ades" for built-ins, "dist==version" for plugins
-    meta: dict[str, Any] = attrs.field(factory=dict)
+    info: I = attrs.field(factory=NoInfo)  # type: ignore[assignment]
 
 
-class Registry(Generic[T]):
+class Registry(Generic[T, I]):
     """A name -> factory map for one component family.
 
     Args:
         family: what the registry holds, singular ("cue", "defense"); used in errors.
         entry_point_group: the ``importlib.metadata`` group plugins register under.
+        info: the family's metadata record, a frozen attrs class whose every field
+            has a default (:mod:`ades_core.registry_info`); :class:`NoInfo` takes none.
     """
 
-    def __init__(self, family: str, entry_point_group: str | None = None) -> None:
+    def __init__(self, family: str, entry_point_group: str | None = None, *, info: type[I] = NoInfo) -> None:  # type: ignore[assignment]
         self.family = family
         self.entry_point_group = entry_point_group
-        self._entries: dict[str, Entry[T]] = {}
+        self.info_type = info
+        self._entries: dict[str, Entry[T, I]] = {}
 
     def register(
         self,
@@ -72,9 +85,19 @@ class Registry(Generic[T]):
         description: str = "",
         paper: str = "",
         source: str = "ades",
-        **meta: Any,
+        info: I | None = None,
+        **fields: Any,
     ) -> Any:
-        """Register ``factory`` under ``name``; without a factory, return a decorator."""
+        """Register ``factory`` under ``name``; without a factory, return a decorator.
+
+        ``fields`` are the family's metadata (:attr:`info_type`), or ``info`` is the
+        record itself (not both).
+
+        Raises:
+            RegistryError: ``name`` is taken, or the metadata is refused (an unknown
+                field, a value of the wrong type); one line naming the accepted fields.
+        """
+        record = self.make_info(name, info, fields)
 
         def add(obj: T) -> T:
             if name in self._entries:
@@ -82,16 +105,42 @@ class Registry(Generic[T]):
                     f"{self.family} {name!r} is already registered "
                     f"(by {self._entries[name].source}); choose another name"
                 )
-            self._entries[name] = Entry(name, obj, description, paper, source, dict(meta))
+            self._entries[name] = Entry(name, obj, description, paper, source, record)
             return obj
 
         return add if factory is None else add(factory)
+
+    def accepted_fields(self) -> list[str]:
+        """The names of the metadata fields ``register`` takes for this family."""
+        return [field.name for field in attrs.fields(self.info_type)]
+
+    def make_info(self, name: str, info: I | None, fields: dict[str, Any]) -> I:
+        """The metadata record of entry ``name``: ``info`` as given, or built from ``fields``."""
+        accepted = ", ".join(self.accepted_fields()) or "(none)"
+        if info is not None:
+            if fields:
+                raise RegistryError(f"{self.family} {name!r}: give info= or metadata fields, not both")
+            if not isinstance(info, self.info_type):
+                raise RegistryError(
+                    f"{self.family} {name!r}: info must be a {self.info_type.__name__}, got {type(info).__name__}"
+                )
+            return info
+        unknown = sorted(set(fields) - set(self.accepted_fields()))
+        if unknown:
+            raise RegistryError(
+                f"{self.family} {name!r}: unknown metadata field(s) {', '.join(unknown)}; accepted: {accepted}"
+            )
+        try:
+            return self.info_type(**fields)
+        except (TypeError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise RegistryError(f"{self.family} {name!r}: bad metadata ({first}); accepted: {accepted}") from None
 
     def unregister(self, name: str) -> None:
         """Remove ``name`` (for tests and plugin reloads)."""
         self._entries.pop(name, None)
 
-    def entry(self, name: str) -> Entry[T]:
+    def entry(self, name: str) -> Entry[T, I]:
         """The entry for ``name``; unknown names raise with the known ones listed."""
         try:
             return self._entries[name]
@@ -111,7 +160,7 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
-    def entries(self) -> list[Entry[T]]:
+    def entries(self) -> list[Entry[T, I]]:
         return [self._entries[n] for n in self.names()]
 
     def __contains__(self, name: object) -> bool:
@@ -155,7 +204,7 @@ def _dist_label(ep: metadata.EntryPoint) -> str:
 
 
 def load_entry_points(
-    registry: Registry[Any],
+    registry: Registry[Any, Any],
     entry_points: list[metadata.EntryPoint] | None = None,
     *,
     validate: Callable[[Any], str | None] | None = None,
@@ -166,10 +215,11 @@ def load_entry_points(
     point's name with ``source`` set to its distribution. The factory may carry
     its registry metadata as an attribute ``ades_meta``, a dict with string
     keys: ``description`` and ``paper`` (shown by ``ades list``; the description
-    defaults to the docstring's first line) and the family's own keys
-    (``learnable=True`` for a scheduler the builder must train;
-    ``uses_cues``/``scheduler`` for a defense; ``training=False`` for an
-    evaluation-only attack). ``validate`` may return a
+    defaults to the docstring's first line) and the fields of the family's
+    record (:mod:`ades_core.registry_info`: ``learnable=True`` for a scheduler
+    the builder must train; ``uses_cues``/``scheduler``/``awp`` for a defense;
+    ``training=False`` for an evaluation-only attack); an unknown key fails the
+    plugin by name. ``validate`` may return a
     reason to reject the loaded object. Failures are returned, not raised, so one
     broken plugin does not take the rest of the CLI down.
     """

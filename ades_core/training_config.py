@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import attrs
 
+from ades_core.cli_metadata import cli
 from ades_core.config_fields import ConfigError, _boolean, _in_choices, _int_at_least, _is_number
 
 EMA_BUFFER_MODES: tuple[str, ...] = ("average", "copy")
@@ -43,8 +44,21 @@ class ValidationConfig:
     holds the weights before the collapse. Unset: never stop early.
     """
 
-    split: int = attrs.field(default=0, validator=_int_at_least(0))
-    early_stop_drop: float | None = attrs.field(default=None, validator=_fraction_or_none)
+    split: int = attrs.field(
+        default=0,
+        validator=_int_at_least(0),
+        metadata=cli(
+            "Hold out N training images (fixed by --seed, never augmented); their clean and PGD accuracy every --eval-every epochs choose model-best.safetensors.",
+            name="val-split",
+        ),
+    )
+    early_stop_drop: float | None = attrs.field(
+        default=None,
+        validator=_fraction_or_none,
+        metadata=cli(
+            "Stop when the validation PGD accuracy falls more than this fraction below its best (0.2: catastrophic overfitting); needs --val-split.",
+        ),
+    )
 
 
 def _decay(instance: object, attribute: attrs.Attribute, value: object) -> None:
@@ -68,9 +82,28 @@ class EmaConfig:
     (``num_batches_tracked``) are always copied.
     """
 
-    decay: float | None = attrs.field(default=None, validator=_decay)
-    warmup: bool = attrs.field(default=True, validator=_boolean)
-    buffers: str = attrs.field(default="average", validator=_in_choices(*EMA_BUFFER_MODES))
+    decay: float | None = attrs.field(
+        default=None,
+        validator=_decay,
+        metadata=cli(
+            "Keep an exponential moving average of the weights with this decay, e.g. 0.999 (model-ema.safetensors).",
+            name="ema",
+        ),
+    )
+    warmup: bool = attrs.field(
+        default=True,
+        validator=_boolean,
+        metadata=cli("EMA decay min(decay, (1+t)/(10+t)) at update t.", name="ema-warmup"),
+    )
+    buffers: str = attrs.field(
+        default="average",
+        validator=_in_choices(*EMA_BUFFER_MODES),
+        metadata=cli(
+            "EMA of BatchNorm running statistics: averaged like the weights, or copied.",
+            name="ema-buffers",
+            choices=EMA_BUFFER_MODES,
+        ),
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -78,7 +111,11 @@ class LoggingConfig:
     """Writers beside ``metrics.jsonl``: ``tensorboard`` writes ``tensorboard/`` in the run folder
     (needs the ``tensorboard`` extra: ``pip install 'ades[tensorboard]'``)."""
 
-    tensorboard: bool = attrs.field(default=False, validator=_boolean)
+    tensorboard: bool = attrs.field(
+        default=False,
+        validator=_boolean,
+        metadata=cli("Also write TensorBoard events to RUN/tensorboard (pip install 'ades[tensorboard]')."),
+    )
 
 
 def check_training_rules(val: ValidationConfig, eval_every: int) -> None:

@@ -232,7 +232,7 @@ def load_test_split(name: str, request: DataRequest) -> ImageTensors:
     with the first-N order applied here if asked. ``request.train_subset`` is
     ignored. Unknown names raise :class:`~ades_core.registry.RegistryError`.
     """
-    loader = DATASETS.entry(name).meta.get("test_split")
+    loader = DATASETS.entry(name).info.test_split
     if loader is not None:
         return loader(request)
     if request.subset_order == "random" or request.test_subset is None:

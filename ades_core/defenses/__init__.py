@@ -1,22 +1,19 @@
 """Defenses (adversarial-training methods), registered by name in ``DEFENSES``.
 
-Registry metadata: ``scheduler`` (the scheduler used unless the config names
-one), ``uses_cues`` (whether cues are computed), ``learnable`` (whether the
-scheduler must be learnable), ``takes_loss`` (accepts ``DefenseOptions.loss``),
-``loss`` (the outer loss it fixes), ``awp`` (combines with AWP); see
-:func:`check_defense_options`; ``norms`` (the norms it trains in, every one in
-:data:`~ades_core.norms.NORMS` when absent) and ``norm_note`` (why not the
-others), checked by :meth:`~ades_core.config.RunConfig.check_budgets`. ``attack_bn`` (False: runs its own attack, which ignores ``AttackOptions.bn``).
+Each registration's keywords beyond ``description`` and ``paper`` are the
+fields of its :class:`~ades_core.registry_info.DefenseInfo` (the scheduler it
+uses, whether it uses cues, the options and norms it accepts, its own config
+rule); the rules that read them run when the
+:class:`~ades_core.config.RunConfig` is built.
 """
 
 from ades_core.defenses.budgeted import (
     BudgetedAdversarialTraining,
     DefenseParts,
     budgeted_defense,
-    check_defense_options,
     envelope_input,
 )
-from ades_core.defenses.fast_at import fast_at_defense
+from ades_core.defenses.fast_at import check_fast_at_config, fast_at_defense
 from ades_core.registries import DEFENSES
 
 DEFENSES.register(
@@ -76,6 +73,7 @@ DEFENSES.register(
     paper="Wong, Rice, Kolter, ICLR 2020 (Fast is better than free)",
     scheduler="fixed",
     uses_cues=False,
+    check=check_fast_at_config,
     norms=("linf",),
     norm_note=(
         "Wong et al.'s method is FGSM from a uniform start with a 1.25 eps sign step, an L-inf "
@@ -87,7 +85,6 @@ __all__ = [
     "BudgetedAdversarialTraining",
     "DefenseParts",
     "budgeted_defense",
-    "check_defense_options",
     "envelope_input",
     "fast_at_defense",
 ]

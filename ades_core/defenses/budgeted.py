@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ades_core.attacks.breaking import BreakingRadius
-from ades_core.config import AttackOptions, BudgetConfig, ConfigError, DefenseOptions
+from ades_core.config import AttackOptions, BudgetConfig, DefenseOptions
 from ades_core.cues import extract_cues
 from ades_core.defenses.awp import AppliedPerturbation, WeightPerturbation
 from ades_core.defenses.controls import reverse_allocation, shuffle_allocation
@@ -36,7 +36,6 @@ from ades_core.protocols import (
     StepOutput,
     TargetFitting,
 )
-from ades_core.registries import DEFENSES
 from ades_core.schedulers.lookahead import LookAhead, VirtualBatch, call_with
 from ades_core.schedulers.objectives import SchedulerObjective, attach_objective
 
@@ -314,38 +313,10 @@ class BudgetedAdversarialTraining(nn.Module):
             return ctx.model(x).float()
 
 
-def check_defense_options(defense: str, options: DefenseOptions) -> None:
-    """Refuse settings that ``defense`` would ignore, from its ``DEFENSES`` metadata.
-
-    ``loss`` other than ``ce`` needs a defense with meta ``takes_loss`` (or one
-    whose own ``loss`` it is); ``awp`` needs meta ``awp``.
-
-    Raises:
-        ConfigError: one line naming the field and the defenses that accept it.
-    """
-    meta = DEFENSES.entry(defense).meta
-    own_loss = meta.get("loss")
-    if options.loss != "ce" and options.loss != own_loss and not meta.get("takes_loss", False):
-        takers = [n for n in DEFENSES.names() if DEFENSES.entry(n).meta.get("takes_loss")]
-        has_own = f" (it trains on its own loss, {own_loss})" if own_loss else ""
-        raise ConfigError(
-            "defense_options.loss",
-            f"loss {options.loss!r} does not apply to defense {defense!r}{has_own}; "
-            f"it applies to: {', '.join(takers)}",
-        )
-    if options.awp and not meta.get("awp", False):
-        takers = [n for n in DEFENSES.names() if DEFENSES.entry(n).meta.get("awp")]
-        raise ConfigError(
-            "defense_options.awp",
-            f"AWP does not combine with defense {defense!r}; it combines with: {', '.join(takers)}",
-        )
-
-
 def budgeted_defense(name: str, *, loss: str | None = None):
     """The ``DEFENSES`` factory of a budgeted defense; ``loss`` fixes its outer loss (trades, mart)."""
 
     def factory(parts: DefenseParts) -> BudgetedAdversarialTraining:
-        check_defense_options(name, parts.options)
         return BudgetedAdversarialTraining(name, parts, loss=loss)
 
     return factory

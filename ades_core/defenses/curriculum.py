@@ -33,7 +33,6 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ades_core.config import AttackOptions
-from ades_core.defenses.budgeted import check_defense_options
 from ades_core.distributed import unwrap_model
 from ades_core.model_mode import autocast_for, eval_mode
 from ades_core.protocols import Budget, BudgetedAttack, StepOutput
@@ -132,7 +131,6 @@ class CurriculumAdversarialTraining(nn.Module):
 def cat_defense(parts) -> CurriculumAdversarialTraining:
     """``DEFENSES`` factory: the curriculum to ``parts.budget.eps`` and ``parts.attack_options.steps``
     over ``cat_ramp`` of the epochs (``cat_steps``: the steps rise too)."""
-    check_defense_options("cat", parts.options)
     options = parts.options
     schedule = CurriculumSchedule(
         eps=parts.budget.eps,

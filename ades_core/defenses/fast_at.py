@@ -22,19 +22,24 @@ from __future__ import annotations
 import attrs
 
 from ades_core.attacks.pgd import PGD
-from ades_core.config import ConfigError
-from ades_core.defenses.budgeted import BudgetedAdversarialTraining, DefenseParts, check_defense_options
+from ades_core.config import ConfigError, RunConfig
+from ades_core.defenses.budgeted import BudgetedAdversarialTraining, DefenseParts
+
+
+def check_fast_at_config(config: RunConfig) -> None:
+    """fast-at's own rule (its ``DefenseInfo.check``, run when the config is built).
+
+    Raises:
+        ConfigError: ``budget.eps`` is 0 (the FGSM step ``fast_alpha_ratio * eps`` would be 0).
+    """
+    if config.budget.eps <= 0:
+        raise ConfigError("budget.eps", "fast-at needs a positive eps (its step is fast_alpha_ratio * eps), got 0")
 
 
 def fast_at_attack(parts: DefenseParts) -> PGD:
-    """One-step PGD from a uniform start in the ball, step ``fast_alpha_ratio * eps``.
-
-    Raises:
-        ConfigError: ``eps`` is 0 (the step would be 0).
-    """
+    """One-step PGD from a uniform start in the ball, step ``fast_alpha_ratio * eps`` (eps > 0:
+    :func:`check_fast_at_config`)."""
     eps = parts.budget.eps
-    if eps <= 0:
-        raise ConfigError("budget.eps", "fast-at needs a positive eps (its step is fast_alpha_ratio * eps), got 0")
     return PGD(
         steps=1,
         alpha=parts.options.fast_alpha_ratio * eps,
@@ -48,5 +53,4 @@ def fast_at_attack(parts: DefenseParts) -> PGD:
 
 def fast_at_defense(parts: DefenseParts) -> BudgetedAdversarialTraining:
     """The ``DEFENSES`` factory of ``fast-at``: PGD-AT's fixed budget with :func:`fast_at_attack`."""
-    check_defense_options("fast-at", parts.options)
     return BudgetedAdversarialTraining("fast-at", attrs.evolve(parts, attack=fast_at_attack(parts)), loss="ce")

@@ -42,7 +42,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ades_core.defenses.budgeted import check_defense_options
 from ades_core.model_mode import autocast_for
 from ades_core.protocols import Budget, StepOutput
 
@@ -127,7 +126,6 @@ class FreeAdversarialTraining(nn.Module):
 
 def free_at_defense(parts) -> FreeAdversarialTraining:
     """``DEFENSES`` factory: Free-AT at ``parts.budget.eps`` with ``parts.options.replays`` replays."""
-    check_defense_options("free-at", parts.options)
     return FreeAdversarialTraining(
         eps=parts.budget.eps, replays=parts.options.replays, autocast_dtype=parts.autocast_dtype
     )

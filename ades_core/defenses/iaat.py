@@ -43,7 +43,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ades_core.defenses.budgeted import check_defense_options
 from ades_core.defenses.mma import scaled_step_pgd
 from ades_core.distributed import assign_by_index, unwrap_model
 from ades_core.model_mode import autocast_for, eval_mode
@@ -173,7 +172,6 @@ class InstanceAdaptiveAdversarialTraining(nn.Module):
 def iaat_defense(parts) -> InstanceAdaptiveAdversarialTraining:
     """``DEFENSES`` factory: IAAT from ``parts.options`` (``iaat_*``), ``parts.budget.eps``
     (the warm-up budget) and ``parts.attack_options`` (steps, alpha)."""
-    check_defense_options("iaat", parts.options)
     options = parts.options
     return InstanceAdaptiveAdversarialTraining(
         eps=parts.budget.eps,

@@ -61,7 +61,6 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ades_core.attacks.pgd import budget_column
-from ades_core.defenses.budgeted import check_defense_options
 from ades_core.distributed import assign_by_index, unwrap_model
 from ades_core.model_mode import autocast_for, eval_mode
 from ades_core.norms import NORMS
@@ -271,7 +270,6 @@ class MaxMarginAdversarialTraining(nn.Module):
 
 def mma_defense(parts) -> MaxMarginAdversarialTraining:
     """``DEFENSES`` factory: MMA from ``parts.options`` (``mma_*``) and ``parts.attack_options.steps``."""
-    check_defense_options("mma", parts.options)
     options = parts.options
     return MaxMarginAdversarialTraining(
         max_eps=options.mma_d_max(parts.attack_options.norm),

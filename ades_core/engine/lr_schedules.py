@@ -80,7 +80,7 @@ def build_lr_schedule(
 
 def per_iteration(optim: OptimConfig) -> bool:
     """Whether ``optim.schedule`` steps after every optimiser step (else after every epoch)."""
-    return bool(LR_SCHEDULES.entry(optim.schedule).meta.get("per_iteration", False))
+    return LR_SCHEDULES.entry(optim.schedule).info.per_iteration
 
 
 __all__ = ["ONE_CYCLE_DIVISOR", "build_lr_schedule", "per_iteration"]

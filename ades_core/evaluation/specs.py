@@ -151,8 +151,8 @@ def known_attack_names() -> list[str]:
 
 
 def supported_norms(attack: str) -> tuple[str, ...]:
-    """The norms registered attack ``attack`` supports (its ``norms`` meta; L-inf only when absent)."""
-    return tuple(ATTACKS.entry(attack).meta.get("norms", ("linf",)))
+    """The norms registered attack ``attack`` supports (its ``AttackInfo.norms``; L-inf only by default)."""
+    return ATTACKS.entry(attack).info.norms
 
 
 def resolve_attack(name: str, norm: str = "linf") -> AttackSpec:

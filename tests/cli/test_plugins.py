@@ -14,6 +14,7 @@ from ades_cli.main import cli
 from ades_core import CUES, BuildError, RunConfig, build_defense
 from ades_core.plugins import load_plugins
 from ades_core.registry import PluginFailure, load_entry_points
+from ades_core.registry_info import SchedulerInfo
 from tests.cli.tiny_runs import GOOD, TINY_RUN, write_images
 
 pytestmark = pytest.mark.filterwarnings(
@@ -152,7 +153,7 @@ def test_a_plugin_declares_its_registry_metadata_with_ades_meta(monkeypatch):
     try:
         assert load_entry_points(SCHEDULERS, [ep]) == []
         entry = SCHEDULERS.entry("plugin-mlp")
-        assert entry.meta == {"learnable": True}
+        assert entry.info == SchedulerInfo(learnable=True)
         assert (entry.paper, entry.description) == ("Plugin et al. 2026", "A plugin MLP scheduler.")
         config = RunConfig.from_dict({"defense": "ades", "scheduler": {"name": "plugin-mlp"}})
         defense = build_defense(config)  # ades refuses a scheduler that is not learnable

@@ -44,7 +44,7 @@ def _batch(batch: int = 16, seed: int = 0):
 
 
 def test_lookahead_is_registered_with_its_options():
-    assert SCHEDULER_OBJECTIVES.entry("lookahead").meta["lr"] == LOOKAHEAD_LR
+    assert SCHEDULER_OBJECTIVES.entry("lookahead").info.lr == LOOKAHEAD_LR
     objective = SCHEDULER_OBJECTIVES.build(
         "lookahead", SchedulerOptions(lookahead_every=3, lookahead_lr=0.5), budget=RunConfig().budget
     )

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from ades_cli.main import cli
 from ades_cli.options import option_for_field, overrides_from_options
-from ades_core import BuildError, RunConfig, build_defense
+from ades_core import RunConfig, build_defense
 from ades_core.config import BudgetConfig, ConfigError, SchedulerOptions
 from ades_core.protocols import Cues, Scheduler
 from ades_core.registries import SCHEDULER_OBJECTIVES, SCHEDULERS
@@ -430,6 +430,6 @@ def test_the_random_control_trains_under_a_fixed_scheduler_defense(defense):
 
 
 def test_the_random_control_is_not_learnable():
-    assert not SCHEDULERS.entry("random").meta.get("learnable")
-    with pytest.raises(BuildError, match="needs a learnable scheduler, got 'random'"):
-        build_defense(RunConfig.from_dict({"defense": "ades", "scheduler": {"name": "random"}}))
+    assert not SCHEDULERS.entry("random").info.learnable
+    with pytest.raises(ConfigError, match="needs a learnable scheduler, got 'random'"):
+        RunConfig.from_dict({"defense": "ades", "scheduler": {"name": "random"}})

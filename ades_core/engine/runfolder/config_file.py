@@ -197,8 +197,15 @@ def resume_config(out: Path, overrides: Mapping[str, Any]) -> RunConfig:
         RunFolderError: no readable run in ``out``.
     """
     stored = read_run_config(out)
-    wanted = stored.evolve(**overrides)
     before = _resolve_norm_defaults(_resolve_scheduler(_flatten(stored.to_dict())))
+    try:
+        wanted = stored.evolve(**overrides)
+    except ConfigError:  # the config's rules refuse the change; a change --resume refuses is said first
+        for path, value in sorted(_flatten(overrides).items()):
+            value = list(value) if isinstance(value, tuple) else value
+            if path not in RESUMABLE_FIELDS and value != before.get(path):
+                raise ResumeConflictError(path, value, before.get(path), Path(out) / CONFIG_FILE) from None
+        raise
     after = _resolve_norm_defaults(_resolve_scheduler(_flatten(wanted.to_dict())))
     for path in sorted(after):
         if after[path] != before.get(path) and path not in RESUMABLE_FIELDS:
