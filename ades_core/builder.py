@@ -35,6 +35,7 @@ from ades_core.data.validation_split import hold_out
 from ades_core.engine.checkpoint import ModelSpec
 from ades_core.engine.lr_schedules import build_lr_schedule, per_iteration
 from ades_core.engine.setup import TrainingSetup
+from ades_core.errors import AdesError
 from ades_core.protocols import (
     BudgetedAttack,
     BudgetScheduled,
@@ -55,7 +56,7 @@ from ades_core.schedulers.mlp import MLPScheduler
 from ades_core.schedulers.objectives import SchedulerObjective, with_grad_norm
 
 
-class BuildError(ValueError):
+class BuildError(AdesError, ValueError):
     """Parts that do not fit together; one line."""
 
 

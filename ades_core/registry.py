@@ -27,12 +27,14 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
+from ades_core.errors import AdesError
+
 T = TypeVar("T")
 
 PLUGINS_DISABLED_ENV = "ADES_DISABLE_PLUGINS"
 
 
-class RegistryError(KeyError, ValueError):
+class RegistryError(AdesError, KeyError, ValueError):
     """An unknown or duplicate name; the message is one self-contained line."""
 
     def __str__(self) -> str:  # KeyError would quote the message

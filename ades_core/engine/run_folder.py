@@ -32,6 +32,7 @@ from ades_core.config import ConfigError, RunConfig, default_scheduler
 from ades_core.engine.checkpoint import BEST_MODEL_FILE, EMA_MODEL_FILE, MODEL_FILE
 from ades_core.engine.files import fsync_dir
 from ades_core.engine.training_state import STATE_DIR, remove_training_state
+from ades_core.errors import AdesError
 from ades_core.registries import DEFENSES
 
 CONFIG_FILE = "config.json"
@@ -59,7 +60,7 @@ a copy of the same data (the classes and sizes are checked on resume).
 """
 
 
-class RunFolderError(ValueError):
+class RunFolderError(AdesError, ValueError):
     """The output folder cannot be used as asked; one line."""
 
 
