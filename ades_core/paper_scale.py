@@ -74,6 +74,7 @@ from ades_core.benchmark import (
 from ades_core.builder import build_defense, native_bf16, resolve_autocast, resolve_device
 from ades_core.config import RunConfig
 from ades_core.device_peaks import Peak, peak_for
+from ades_core.errors import InputError
 from ades_core.evaluation.specs import resolve_attack
 from ades_core.model_mode import exact_float32
 from ades_core.registries import ATTACK_LOSSES, DEFENSES
@@ -104,22 +105,22 @@ _AMP = {"bf16": "bf16", "fp32": "off"}
 def _known_defenses(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
     unknown = [name for name in value if name not in DEFENSES]
     if unknown:
-        raise ValueError(f"unknown defense {unknown[0]!r}; choose from {', '.join(DEFENSES.names())}")
+        raise InputError(f"unknown defense {unknown[0]!r}; choose from {', '.join(DEFENSES.names())}")
     if not value or len(set(value)) != len(value):
-        raise ValueError(f"defenses must name at least one defense, each once: {','.join(value)}")
+        raise InputError(f"defenses must name at least one defense, each once: {','.join(value)}")
 
 
 def _known_precisions(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
     unknown = [name for name in value if name not in PRECISIONS]
     if unknown:
-        raise ValueError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
+        raise InputError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
     if not value or len(set(value)) != len(value):
-        raise ValueError(f"precisions must name at least one precision, each once: {','.join(value)}")
+        raise InputError(f"precisions must name at least one precision, each once: {','.join(value)}")
 
 
 def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
     if value is not None and value < 1:
-        raise ValueError(f"{attribute.name} must be >= 1 or unset, got {value}")
+        raise InputError(f"{attribute.name} must be >= 1 or unset, got {value}")
 
 
 @attrs.frozen(kw_only=True)
