@@ -1,5 +1,4 @@
-"""``ades compare``: the paper-style table across evaluated runs, a thin command over
-:mod:`ades_core.evaluation.compare`."""
+"""``ades compare``: the paper-style table across evaluated runs (:mod:`ades_core.evaluation.compare`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""``ades eval``: a thin command that builds one :class:`~ades_core.evaluation.request.EvalRequest`
-and hands it to :mod:`ades_core.evaluation.pipeline` (``ades compare``: compare.py; ``ades plot``: plot.py)."""
+"""``ades eval``: its options as one ``EvalRequest``, carried out by :mod:`ades_core.evaluation.pipeline`.
+
+A thin command: it builds one :class:`~ades_core.evaluation.request.EvalRequest`,
+prints what runs and the tables (``ades compare``: compare.py; ``ades plot``: plot.py).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""An :class:`~ades_core.evaluation.request.EvalRequest` carried out: model, data and attacks
-loaded and checked, the suite run with its resume state, ``eval.json`` written.
+"""An evaluation request carried out: model, data, attacks prepared; the suite run; eval.json written.
+
+The request is an :class:`~ades_core.evaluation.request.EvalRequest`; the
+suite runs with its resume state beside the report.
 
 Two steps, so that a caller can say what is about to run between them:
 
