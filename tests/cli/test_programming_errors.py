@@ -114,3 +114,22 @@ def test_every_error_class_of_the_package_is_an_ades_error():
     from ades_core.registry import RegistryError
 
     assert issubclass(RegistryError, KeyError) and issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--defense", "ades", "--scheduler-objective", "penalty", "--lam", "0"],
+         "Error: the penalty objective needs lam > 0"),
+        (["--defense", "ades", "--cue", "mcdropout", "--mc-mode", "modules"],
+         "Error: mcdropout mode 'modules' needs a model with nn.Dropout layers of rate p > 0"),
+    ],
+    ids=["found while building", "found while training"],
+)
+def test_a_user_mistake_found_after_the_config_is_still_one_line(options, message, tmp_path):
+    data = write_images(tmp_path / "data", GOOD)
+    args = ["run", *TINY_RUN, "--data-dir", str(data), "--out", str(tmp_path / "run"), *options]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    (line,) = _error_lines(result.output)
+    assert line.startswith(message), result.output
