@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ades_cli.options import COMMA_LIST
+from ades_cli.user_errors import one_line
+from ades_core.errors import AdesError
 
 STANDARD_ONLY = ("amp", "cue", "formats", "formats_only")
 """Options of the standard report that --paper-scale does not take."""
@@ -106,8 +108,8 @@ def bench_command(
                 formats=tuple(formats or ()), formats_only=formats_only,
             )
             report = run_benchmarks(settings)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise click.ClickException(str(exc.args[0]) if exc.args else type(exc).__name__) from None
+    except AdesError as exc:
+        raise one_line(exc) from None
     if paper_scale:
         _print_paper_scale(console, report)
     else:

@@ -16,10 +16,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ades_core.errors import AdesError
+
 CONFIG_SUFFIXES = (".toml", ".json")
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(AdesError, ValueError):
     """A config file that cannot be read; one line."""
 
 

@@ -1,9 +1,12 @@
-"""``ades eval`` and ``ades compare``: thin commands over :mod:`ades_core.evaluation` (``ades plot``: plot.py)."""
+"""``ades eval``: its options as one ``EvalRequest``, carried out by :mod:`ades_core.evaluation.pipeline`.
+
+A thin command: it builds one :class:`~ades_core.evaluation.request.EvalRequest`,
+prints what runs and the tables (``ades compare``: compare.py; ``ades plot``: plot.py).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import threading
 from collections.abc import Iterator
@@ -16,17 +19,27 @@ from rich.table import Table
 
 from ades_cli.model_source import external_model_options, external_request
 from ades_cli.options import COMMA_LIST, EPS
+from ades_cli.user_errors import one_line
+from ades_core.errors import AdesError
 
 if TYPE_CHECKING:
     from ades_core.distributed import DistributedContext
+    from ades_core.evaluation.pipeline import PreparedEvaluation
+    from ades_core.evaluation.request import EvalRequest, ExternalModel
 
-_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, TypeError, FileNotFoundError, ImportError)
 
+@contextlib.contextmanager
+def eval_errors() -> Iterator[None]:
+    """An :class:`AdesError` as one ``Error:`` line; a request field out of range (a budget
+    outside ``--norm``'s range) as click's ``Invalid value for '--eps'``; anything else unchanged."""
+    from ades_core.evaluation.request import EvalRequestError
 
-def _fail(exc: BaseException) -> click.ClickException:
-    message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    first = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
-    return click.ClickException(first)
+    try:
+        yield
+    except EvalRequestError as exc:
+        raise click.BadParameter(exc.reason, param_hint=f"'--{exc.field.replace('_', '-')}'") from None
+    except AdesError as exc:
+        raise one_line(exc) from None
 
 
 def _pct(value: float | None) -> str:
@@ -60,40 +73,6 @@ def _rows_table(title: str, rows, norm: str = "linf") -> Table:
             f"{row.seconds:.1f}",
         )
     return table
-
-
-def _trained_norm(model_path: Path | None) -> str | None:
-    """The norm the run in ``model_path`` trained in (``linf`` for runs from before L2), or ``None``
-    when there is no readable run there (the evaluation then reports that itself)."""
-    from ades_core.evaluation import describe_run
-
-    try:
-        info = describe_run(model_path)
-    except _USER_ERRORS:
-        return None
-    return (info.config.get("attack") or {}).get("norm", "linf")
-
-
-def check_eval_budgets(
-    norm: str, eps: float | None, sweep: tuple[float, ...] | None
-) -> tuple[float, tuple[float, ...] | None]:
-    """``--eps`` (its norm's default when not given) and ``--eps-sweep``, each within ``norm``'s range.
-
-    Raises:
-        click.BadParameter: one line naming the option, the budget and the range.
-    """
-    from ades_core.config import DEFAULT_EVAL_EPS
-    from ades_core.norms import NORMS
-
-    threat = NORMS.get(norm)
-    eps = DEFAULT_EVAL_EPS[norm] if eps is None else eps
-    for option, values in (("--eps", (eps,)), ("--eps-sweep", sweep or ())):
-        for value in values:
-            try:
-                threat.check_budget(value, threat.format(value))
-            except ValueError as exc:
-                raise click.BadParameter(f"{exc} for --norm {norm}", param_hint=f"'{option}'") from None
-    return eps, sweep
 
 
 @click.command("eval")
@@ -145,31 +124,15 @@ def check_eval_budgets(
 @external_model_options
 def eval_command(
     model_path: Path | None,
-    attacks: tuple[str, ...],
-    eps: float | None,
-    eps_sweep: tuple[float, ...] | None,
-    n: int | None,
-    batch_size: int,
-    device: str,
-    seed: int,
-    dataset: str | None,
-    data_dir: Path | None,
-    image_size: int | None,
-    checks: bool,
-    check_n: int,
-    out: Path | None,
     plot_path: Path | None,
     threads: int | None,
     quiet: bool,
-    order: str = "random",
-    precision: str = "fp32",
-    resume: bool = False,
-    arch: str | None = None,
-    weights: str | None = None,
-    num_classes: int | None = None,
-    mean: tuple[str, ...] | None = None,
-    std: tuple[str, ...] | None = None,
-    norm: str | None = None,
+    arch: str | None,
+    weights: str | None,
+    num_classes: int | None,
+    mean: tuple[str, ...] | None,
+    std: tuple[str, ...] | None,
+    **options: Any,
 ) -> None:
     """Evaluate a trained model: attacks, worst case, eps sweep, masking checks -> eval.json.
 
@@ -204,30 +167,37 @@ def eval_command(
     """
     from ades_core.distributed import init_from_env, shutdown
 
-    if plot_path is not None and not eps_sweep:
+    if plot_path is not None and not options["eps_sweep"]:
         raise click.UsageError("--plot needs --eps-sweep (the plot shows robust accuracy against eps)")
     run_weights = str(weights) if model_path is not None and weights is not None else "last"
     external = external_request(
         model_path, arch=arch, weights=weights, num_classes=num_classes, mean=mean, std=std,
-        dataset=dataset, data_dir=data_dir,
+        dataset=options["dataset"], data_dir=options["data_dir"],
     )
+    request = eval_request(model_path, run_weights, external, options)
+    with eval_errors():
+        dist = init_from_env(request.device)
     try:
-        dist = init_from_env(device)
-    except _USER_ERRORS as exc:
-        raise _fail(exc) from None
-    try:
-        _evaluate_and_report(
-            dist, model_path, attacks=attacks, eps=eps, eps_sweep=eps_sweep, n=n, batch_size=batch_size,
-            device=device, seed=seed, dataset=dataset, data_dir=data_dir, image_size=image_size, checks=checks,
-            check_n=check_n, out=out, plot_path=plot_path, threads=threads, quiet=quiet,
-            order=order, external=external, precision=precision, resume=resume, norm=norm, run_weights=run_weights,
-        )
+        _evaluate_and_report(dist, request, plot_path=plot_path, threads=threads, quiet=quiet)
     except BaseException as exc:
         if dist is not None and dist.world_size > 1:
             end_every_rank(dist, exc)  # never returns: the other ranks must not wait in a collective
         raise
     finally:
         shutdown()
+
+
+def eval_request(
+    model_path: Path | None, weights: str, external: ExternalModel | None, options: dict[str, Any]
+) -> EvalRequest:
+    """The one :class:`EvalRequest` of ``ades eval``'s options (those named like its fields)."""
+    from ades_core.evaluation.request import EvalRequest
+
+    with eval_errors():
+        return EvalRequest(
+            model=model_path, weights=weights, external=external,
+            **{**options, "eps_sweep": options["eps_sweep"] or ()},
+        )
 
 
 @contextlib.contextmanager
@@ -273,84 +243,14 @@ def end_every_rank(dist: DistributedContext, exc: BaseException) -> None:
     os._exit(code if isinstance(code, int) and code else 1)
 
 
-def open_resume_store(
-    report_path: Path,
-    *,
-    info,
-    source,
-    specs,
-    eps: float,
-    sweep: tuple[float, ...],
-    seed: int,
-    batch_size: int,
-    precision: str,
-    checks,
-    dist: DistributedContext | None,
-    resume: bool,
-    norm: str = "linf",
-):
-    """The resume state of this evaluation (this rank's), fingerprinted by everything its results depend on."""
-    import attrs
-
-    from ades_core.evaluation.resume import ResumeStore, file_sha256, state_path, tensor_sha256
-
-    rank, world_size = (0, 1) if dist is None else (dist.rank, dist.world_size)
-    fingerprint = {
-        "model_sha256": file_sha256(info.model_file),
-        "data_sha256": tensor_sha256(source.data.images, source.data.labels),
-        "dataset": source.describe() | {"data_dir": None},
-        "attacks": [{"label": s.label, "attack": s.attack, "options": attrs.asdict(s.options)} for s in specs],
-        "norm": norm,
-        "eps": eps,
-        "sweep": sorted(set(sweep)),
-        "seed": seed,
-        "batch_size": batch_size,
-        "precision": precision,
-        "checks": None if checks is None else attrs.asdict(checks),
-        "world_size": world_size,
-    }
-    return ResumeStore(state_path(report_path, rank, world_size), fingerprint, resume=resume)
-
-
 def _evaluate_and_report(
-    dist: DistributedContext | None,
-    model_path: Path | None,
-    *,
-    attacks: tuple[str, ...],
-    eps: float | None,
-    eps_sweep: tuple[float, ...] | None,
-    n: int | None,
-    batch_size: int,
-    device: str,
-    seed: int,
-    dataset: str | None,
-    data_dir: Path | None,
-    image_size: int | None,
-    checks: bool,
-    check_n: int,
-    out: Path | None,
-    plot_path: Path | None,
-    threads: int | None,
+    dist: DistributedContext | None, request: EvalRequest, *, plot_path: Path | None, threads: int | None,
     quiet: bool,
-    order: str = "random",
-    external: dict[str, Any] | None = None,
-    precision: str = "fp32",
-    resume: bool = False,
-    norm: str | None = None,
-    run_weights: str = "last",
 ) -> None:
-    """``ades eval`` on every rank (``dist``: the torchrun context or ``None``); rank 0 writes and prints.
-
-    ``external``: the arguments of ``load_external_model`` for a model ades did not
-    train (``model_path`` is then ``None``), else ``None``.
-    """
-    from ades_core import load_model
-    from ades_core.builder import resolve_device
+    """``ades eval`` on every rank (``dist``: the torchrun context or ``None``); rank 0 prints."""
     from ades_core.config import format_eps
-    from ades_core.evaluation import (
-        MaskingCheckConfig, build_report, describe_run, evaluate, load_test_data, plot_sweeps,
-        resolve_attacks, series_from_report, write_report,
-    )
+    from ades_core.evaluation import plot_sweeps, series_from_report
+    from ades_core.evaluation.pipeline import prepare_evaluation, run_evaluation
 
     main_rank = dist is None or dist.is_main
     console = Console(stderr=True, quiet=quiet or not main_rank)
@@ -358,43 +258,10 @@ def _evaluate_and_report(
         import torch
 
         torch.set_num_threads(threads)
-    try:
-        trained_norm = None if external is not None else _trained_norm(model_path)
-        norm = norm or trained_norm or "linf"
-        eps, eps_sweep = check_eval_budgets(norm, eps, eps_sweep)
-        specs = resolve_attacks(attacks, norm)
-        for spec in specs:  # fail on a missing optional dependency before loading anything
-            spec.build()
-        torch_device = resolve_device(device) if dist is None else dist.device
-        if external is None:
-            info = describe_run(model_path, run_weights)
-        else:
-            from ades_core.evaluation.external import load_external_model
-
-            model, info = load_external_model(**external, device=torch_device)
-        source = load_test_data(
-            info, dataset=dataset, data_dir=data_dir, n=n, seed=seed, order=order, image_size=image_size
-        )
-        if external is None:
-            model = load_model(info.model_file, device=torch_device)
-    except _USER_ERRORS as exc:
-        raise _fail(exc) from None
-
-    world_size = 1 if dist is None else dist.world_size
-    trained = f", trained in {trained_norm}" if trained_norm and trained_norm != norm else ""
-    console.print(
-        f"[bold]ades eval[/bold] {info.model_file} ({info.defense or 'model'}, {info.backbone or '?'}{trained}"
-        f"{f', {info.weights} weights' if info.weights else ''}) on "
-        f"{source.n} {source.dataset} test images, norm {norm}, eps {format_eps(eps, norm)}, "
-        f"attacks {', '.join(s.label for s in specs)}"
-        f"{', sweep ' + ','.join(format_eps(e, norm) for e in eps_sweep) if eps_sweep else ''}, device {torch_device}"
-        f"{f' x {world_size} ranks' if world_size > 1 else ''}",
-        highlight=False,
-    )
-    check_config = MaskingCheckConfig(n=check_n) if checks else None
-    coverage = source.coverage_warning()
-    if coverage is not None:
-        console.print(f"[yellow]warning:[/yellow] {coverage}", highlight=False)
+    with eval_errors():
+        prepared = prepare_evaluation(request, dist=dist)
+    _say_what_runs(console, prepared, 1 if dist is None else dist.world_size)
+    norm = prepared.norm
 
     def progress(text: str) -> None:
         console.print(f"  {text} ...", highlight=False, style="dim")
@@ -405,35 +272,15 @@ def _evaluate_and_report(
             highlight=False,
         )
 
-    report_path = out or info.default_eval_file
-    try:
-        store = open_resume_store(
-            report_path, info=info, source=source, specs=specs, eps=eps, sweep=eps_sweep or (), seed=seed,
-            batch_size=batch_size, precision=precision, checks=check_config, dist=dist, resume=resume, norm=norm,
-        )
-        if store.loaded:
-            console.print(f"  resuming: {store.resumed_batches} attacked batches kept in {store.path}", highlight=False)
-        elif resume:
-            console.print(f"  --resume: no state at {store.path}; starting from the beginning", highlight=False)
-        try:
-            with terminate_as_exit():
-                result = evaluate(
-                    model, source.data, specs, eps, device=torch_device, batch_size=batch_size, seed=seed,
-                    sweep=eps_sweep or (), checks=check_config, precision=precision, progress=progress,
-                    on_row=on_row, distributed=dist, resume=store, norm=norm,
-                )
-        except BaseException:
-            store.save(force=True)  # keep every finished batch for --resume
-            raise
-    except _USER_ERRORS as exc:
-        raise _fail(exc) from None
-    if not main_rank:
-        store.remove()
-        return  # every rank holds the same result; rank 0 alone writes and prints it
-    payload = build_report(result, info, source, device=torch_device, batch_size=batch_size, world_size=world_size)
-    target = write_report(report_path, payload)
-    store.remove()
+    def notice(text: str) -> None:
+        console.print(f"  {text}", highlight=False)
 
+    with eval_errors(), terminate_as_exit():
+        outcome = run_evaluation(prepared, dist=dist, progress=progress, on_row=on_row, notice=notice)
+    if outcome.payload is None:
+        return  # every rank holds the same result; rank 0 alone writes and prints it
+
+    result = outcome.result
     stdout = Console()
     rows = list(result.attacks) + ([result.worst_case] if result.worst_case is not None else [])
     stdout.print(_rows_table(f"clean {_pct(result.clean_acc)} on n={result.n}, norm {norm}", rows, norm))
@@ -443,54 +290,27 @@ def _evaluate_and_report(
     for check in result.checks:
         stdout.print(f"{marks[check.status]} {check.name}: {check.message}", highlight=False)
     if plot_path is not None:
-        plot_sweeps([series_from_report(payload)], plot_path)
+        plot_sweeps([series_from_report(outcome.payload)], plot_path)
         stdout.print(f"plot: {plot_path}", highlight=False)
-    stdout.print(f"report: {target}  ({result.seconds:.1f} s)", highlight=False)
+    stdout.print(f"report: {outcome.report_file}  ({result.seconds:.1f} s)", highlight=False)
 
 
-@click.command("compare")
-@click.argument("paths", metavar="RUN_DIR_OR_EVAL_JSON...", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), default=None,
-              help="Also write the table as Markdown to this file.")
-@click.option("--json", "json_output", is_flag=True, help="Print the rows as JSON instead of a table.")
-def compare_command(paths: tuple[Path, ...], markdown_path: Path | None, json_output: bool) -> None:
-    """Compare evaluated runs: method, clean, PGD-20, CW, AutoAttack, worst case, s/epoch, checks.
+def _say_what_runs(console: Console, prepared: PreparedEvaluation, world_size: int) -> None:
+    """The model, data, budget and attacks about to run, and a warning when the test split is partial."""
+    from ades_core.config import format_eps
 
-    Reads each run's eval.json (from `ades eval`) and metrics.jsonl. The
-    checks column counts the gradient-masking checks that passed, failed or
-    did not run; a note says which attacks and how many images the worst case
-    covers.
-    """
-    from ades_core.evaluation import compare_rows, to_markdown
-    from ades_core.evaluation.compare import COLUMNS, as_dicts, cell, check_notes, mixed_norms_note, worst_case_notes
-
-    try:
-        rows = compare_rows(paths)
-    except _USER_ERRORS as exc:
-        raise _fail(exc) from None
-    if json_output:
-        click.echo(json.dumps(as_dicts(rows), indent=2))
-    else:
-        table = Table(show_edge=False)
-        # the weights column only when some row is not a run's last weights (the Markdown keeps it)
-        shown = [(key, title) for key, title in COLUMNS
-                 if key != "weights" or any(cell(row, "weights") not in ("last", "—") for row in rows)]
-        for key, title in shown:
-            table.add_column(title, justify="left" if key in ("method", "run") else "right")
-        for row in rows:
-            table.add_row(*(cell(row, key) for key, _ in shown))
-        console = Console()
-        console.print(table)
-        for note in [*worst_case_notes(rows), *check_notes(rows)]:
-            console.print(note, highlight=False)
-        mixed = mixed_norms_note(rows)
-        if mixed is not None:
-            console.print(f"[yellow]warning[/yellow]: {mixed}", highlight=False)
-        for row in rows:
-            for warning in row.warnings:
-                console.print(f"[yellow]warning[/yellow] ({row.run}): {warning}", highlight=False)
-    if markdown_path is not None:
-        markdown_path.parent.mkdir(parents=True, exist_ok=True)
-        markdown_path.write_text(to_markdown(rows))
-        if not json_output:
-            click.echo(f"markdown: {markdown_path}")
+    info, source, norm, sweep = prepared.info, prepared.source, prepared.norm, prepared.sweep
+    trained = prepared.trained_norm
+    trained_text = f", trained in {trained}" if trained and trained != norm else ""
+    console.print(
+        f"[bold]ades eval[/bold] {info.model_file} ({info.defense or 'model'}, {info.backbone or '?'}{trained_text}"
+        f"{f', {info.weights} weights' if info.weights else ''}) on "
+        f"{source.n} {source.dataset} test images, norm {norm}, eps {format_eps(prepared.eps, norm)}, "
+        f"attacks {', '.join(s.label for s in prepared.specs)}"
+        f"{', sweep ' + ','.join(format_eps(e, norm) for e in sweep) if sweep else ''}, device {prepared.device}"
+        f"{f' x {world_size} ranks' if world_size > 1 else ''}",
+        highlight=False,
+    )
+    coverage = source.coverage_warning()
+    if coverage is not None:
+        console.print(f"[yellow]warning:[/yellow] {coverage}", highlight=False)

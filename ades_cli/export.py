@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError)
+from ades_cli.user_errors import user_errors
 
 
 @click.command("export")
@@ -49,13 +49,10 @@ def export_command(
     """
     from ades_core.evaluation.robustbench import export_robustbench
 
-    try:
+    with user_errors():
         files = export_robustbench(
             run, out, eval_file=eval_file, name=name, dataset=dataset, title=title, authors=authors,
             link=link, venue=venue, overwrite=overwrite,
         )
-    except _USER_ERRORS as exc:
-        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        raise click.ClickException(message.strip().splitlines()[0] if message.strip() else type(exc).__name__) from None
     for path in (files.model_info, files.state_dict, files.readme):
         click.echo(str(path))

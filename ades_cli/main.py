@@ -57,7 +57,8 @@ from ades_cli.bench import bench_command  # noqa: E402  (commands in their own m
 cli.add_command(bench_command)
 
 
-from ades_cli.evaluate import compare_command, eval_command  # noqa: E402
+from ades_cli.compare import compare_command  # noqa: E402
+from ades_cli.evaluate import eval_command  # noqa: E402
 from ades_cli.plot import plot_command  # noqa: E402
 
 cli.add_command(eval_command, "eval")

@@ -10,11 +10,14 @@ wrong combination with one usage line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from ades_cli.options import COMMA_LIST
+
+if TYPE_CHECKING:
+    from ades_core.evaluation.request import ExternalModel
 
 EXTERNAL_OPTIONS = ("--arch", "--weights", "--num-classes", "--mean", "--std")
 
@@ -56,8 +59,8 @@ def external_request(
     std: tuple[str, ...] | None,
     dataset: str | None,
     data_dir: Path | None,
-) -> dict[str, Any] | None:
-    """The keyword arguments of ``load_external_model`` (without ``device``), or ``None`` for a run.
+) -> ExternalModel | None:
+    """The model ades did not train that the options describe, or ``None`` for a run.
 
     Raises:
         click.UsageError: a run and ``--arch`` together, neither, ``--weights``
@@ -95,4 +98,6 @@ def external_request(
         raise click.UsageError(
             f"a model ades did not train records no data: --arch needs {', '.join(missing)}"
         )
-    return {"arch": arch, "weights": Path(weights), "num_classes": num_classes, "mean": mean, "std": std}
+    from ades_core.evaluation.request import ExternalModel
+
+    return ExternalModel(arch=arch, weights=Path(weights), num_classes=num_classes, mean=mean, std=std)

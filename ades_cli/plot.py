@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ades_cli.evaluate import _USER_ERRORS, _fail
+from ades_cli.user_errors import user_errors
 
 
 @click.group("plot")
@@ -42,13 +42,11 @@ def sweep_command(paths: tuple[Path, ...], out: Path, labels: tuple[str, ...], t
                                  param_hint="--out")
     if labels and len(labels) != len(paths):
         raise click.UsageError(f"{len(labels)} --label values for {len(paths)} runs; give one per run or none")
-    try:
+    with user_errors():
         series = [
             series_from_report(read_report(p), labels[i] if labels else None) for i, p in enumerate(paths)
         ]
         plot_sweeps(series, out, title=title)
-    except _USER_ERRORS as exc:
-        raise _fail(exc) from None
     click.echo(f"plot: {out}")
 
 
@@ -67,9 +65,7 @@ def training_command(run_dir: Path, out: Path | None, title: str | None) -> None
     """
     from ades_core.evaluation.training_plots import plot_training_run
 
-    try:
+    with user_errors():
         written = plot_training_run(run_dir, out, title=title)
-    except _USER_ERRORS as exc:
-        raise _fail(exc) from None
     for path in written:
         click.echo(f"plot: {path}")

@@ -17,6 +17,8 @@ from typing import Any
 import click
 
 from ades_cli.options import COMMA_LIST
+from ades_cli.user_errors import user_errors
+from ades_core.errors import AdesError
 
 # ``ades run`` parameters that do not go into the run config (the study sets or ignores them).
 _NOT_CONFIG = ("preset", "out", "overwrite", "resume", "quiet", "sync_bn")
@@ -44,7 +46,7 @@ def check_study_options(spec) -> None:
             type, out of range, an unknown defense or attack), naming its arm.
     """
     from ades_cli.evaluate import eval_command
-    from ades_cli.train import _USER_ERRORS, _fail, config_from_options, run
+    from ades_cli.train import _fail, config_from_options, run
     from ades_core.evaluation.specs import resolve_attacks
     from ades_core.study import StudyFileError
     from ades_core.study.plan import autoattack_args, eval_args, option_args
@@ -56,15 +58,14 @@ def check_study_options(spec) -> None:
         options = {k: v for k, v in params.items() if k not in _NOT_CONFIG}
         try:
             config_from_options(preset, options)
-        except _USER_ERRORS as exc:
+        except AdesError as exc:
             raise StudyFileError(f"{where}: {_fail(exc).format_message()}") from None
     seed = spec.seeds[0]
     _parse(eval_command, "ades eval", eval_args(spec, spec.reference, seed, threads=1, resume=False)[1:], "eval")
     try:
         resolve_attacks(list(spec.attacks))
-    except (ValueError, KeyError) as exc:
-        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        raise StudyFileError(f"eval.attack: {message.strip().splitlines()[0]}") from None
+    except AdesError as exc:
+        raise StudyFileError(f"eval.attack: {exc.one_line()}") from None
     if spec.autoattack is not None:
         arm = spec.autoattack.arms[0]
         _parse(eval_command, "ades eval", autoattack_args(spec, arm, seed, threads=1, resume=False)[1:], "autoattack")
@@ -72,13 +73,13 @@ def check_study_options(spec) -> None:
 
 def load_study(path: Path):
     """Read ``path`` into a :class:`~ades_core.study.StudySpec` and check its options against the commands."""
-    from ades_core.study import StudySpec
+    from ades_core.study import StudyFileError, StudySpec
 
     spec = StudySpec.from_file(path)
     try:
         check_study_options(spec)
-    except ValueError as exc:
-        raise type(exc)(f"{path}: {exc}") from None
+    except StudyFileError as exc:
+        raise StudyFileError(f"{path}: {exc}") from None
     return spec
 
 
@@ -136,10 +137,8 @@ def study_command(
 
     if dry_run and table_only:
         raise click.UsageError("--dry-run and --table-only exclude each other")
-    try:
+    with user_errors():
         spec = load_study(study_file)
-    except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc).strip().splitlines()[0]) from None
     arms = _chosen_arms(spec, only)
     if table_only:
         write_table(spec)

@@ -9,23 +9,25 @@ import click
 from rich.console import Console
 
 from ades_cli.options import config_options, option_for_field, overrides_from_options
+from ades_cli.user_errors import one_line
+from ades_core.errors import AdesError
 
 PRESET_NAMES = ("paper", "quick", "fast-at", "free-at", "awp-at", "awp-trades", "mma")
 """The names of ``ades_core.presets.PRESETS`` (written out so ``ades --help`` imports no torch; a test keeps them equal)."""
 
-# Errors a user can cause with a bad option or file: shown as one line, exit 1.
-_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, TypeError, FileNotFoundError)
 
+def _fail(exc: AdesError) -> click.ClickException:
+    """One ``Error: ...`` line; a config field's error names the option that sets it.
 
-def _fail(exc: BaseException) -> click.ClickException:
-    """One ``Error: ...`` line; a config field's error names the option that sets it."""
-    field, reason = getattr(exc, "field", None), getattr(exc, "reason", None)
-    option = option_for_field(field) if isinstance(field, str) else None
-    if option is not None and isinstance(reason, str):
-        message = f"{option}: {reason}"
-    else:
-        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    return click.ClickException(message.strip().splitlines()[0] if message.strip() else type(exc).__name__)
+    Only user errors (:class:`~ades_core.errors.AdesError`) are caught and
+    shown this way; anything else keeps its traceback.
+    """
+    from ades_core.config import ConfigError
+
+    option = option_for_field(exc.field) if isinstance(exc, ConfigError) else None
+    if option is not None:
+        return click.ClickException(f"{option}: {exc.reason}".strip().splitlines()[0])
+    return one_line(exc)
 
 
 def _warn_plugin_failures() -> None:
@@ -180,7 +182,7 @@ def run(
         main_rank = dist is None or dist.is_main
         if resume is None and main_rank:
             check_new_run(out, config, overwrite=overwrite)  # reads only: refused before anything is built
-    except _USER_ERRORS as exc:
+    except AdesError as exc:
         raise _fail(exc) from None
     _say_recipe(preset, Console(stderr=True, quiet=quiet or not main_rank))
     try:
@@ -193,7 +195,6 @@ def _train(config: Any, out: Path, *, overwrite: bool, resume: Path | None, quie
     """Build and train ``config`` into ``out`` (on every rank under torchrun; rank 0 prints)."""
     import ades_core
     from ades_core.config import format_eps
-    from ades_core.engine.nonfinite import NonFiniteError
     from ades_core.engine.trainer import Trainer
 
     console = Console(stderr=True, quiet=quiet)
@@ -221,7 +222,7 @@ def _train(config: Any, out: Path, *, overwrite: bool, resume: Path | None, quie
         setup = ades_core.build(config)
         trainer = Trainer(setup, console=console, progress=not quiet, overwrite=overwrite, resume=resume is not None)
         history = trainer.fit(out)
-    except (*_USER_ERRORS, NonFiniteError) as exc:
+    except AdesError as exc:  # NonFiniteError too: the run stopped on a NaN/Inf, in one line
         raise _fail(exc) from None
     last = history[-1]
     if not main_rank:

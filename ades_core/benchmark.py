@@ -40,6 +40,7 @@ from ades_core.builder import build_defense, compile_model, resolve_autocast, re
 from ades_core.config import CueOptions, RunConfig
 from ades_core.cues import extract_cues
 from ades_core.engine.placement import channels_last
+from ades_core.errors import InputError
 from ades_core.cue_context import CueContext
 from ades_core.model_mode import eval_mode
 from ades_core.registries import CUES
@@ -57,9 +58,9 @@ FORMAT_DEFENSE = "pgd-at"
 def _known_formats(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
     unknown = [name for name in value if name not in FORMATS]
     if unknown:
-        raise ValueError(f"unknown format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+        raise InputError(f"unknown format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
     if len(set(value)) != len(value):
-        raise ValueError(f"formats repeat a name: {','.join(value)}")
+        raise InputError(f"formats repeat a name: {','.join(value)}")
 
 
 @attrs.frozen(kw_only=True)
@@ -84,7 +85,7 @@ class BenchSettings:
 
     def __attrs_post_init__(self) -> None:
         if self.formats_only and not self.formats:
-            raise ValueError("formats_only needs at least one format (--formats eager,compile,...)")
+            raise InputError("formats_only needs at least one format (--formats eager,compile,...)")
 
 
 def synchronize(device: torch.device) -> None:

@@ -35,11 +35,12 @@ from ades_core.engine.setup import TrainingSetup
 from ades_core.engine.validation import held_out_attack
 from ades_core.protocols import BudgetedAttack, CueExtractor, Defense, Scheduler, replays_of
 from ades_core.registries import ATTACKS, CUES, DEFENSES, SCHEDULER_OBJECTIVES, SCHEDULERS
+from ades_core.errors import AdesError
 from ades_core.registry import Registry
 from ades_core.schedulers.objectives import SchedulerObjective, with_grad_norm
 
 
-class BuildError(ValueError):
+class BuildError(AdesError, ValueError):
     """Parts that do not fit together; one line."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from ades_core.errors import AdesError
 from ades_core.norms import NORMS
 from ades_core.registries import ATTACKS
 from ades_core.registry import RegistryError
@@ -21,7 +22,7 @@ from ades_core.registry import RegistryError
 # ---------------------------------------------------------------- errors
 
 
-class ConfigError(ValueError):
+class ConfigError(AdesError, ValueError):
     """A config value of the wrong type or out of range; one line naming the field.
 
     Attributes:

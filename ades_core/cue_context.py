@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ades_core.errors import InputError
 from ades_core.model_mode import autocast_for, eval_mode
 
 
@@ -85,7 +86,7 @@ class CueContext:
             ValueError: the model has no ``forward_features``/``forward_head``.
         """
         if not self.splits_head:
-            raise ValueError(
+            raise InputError(
                 f"{type(self.model).__name__} has no forward_features/forward_head (timm style); "
                 "head-only cues need one"
             )

@@ -33,6 +33,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ades_core.errors import AdesError
+
 __all__ = [
     "CpuSyncBatchNorm",
     "DistributedContext",
@@ -53,7 +55,7 @@ __all__ = [
 ]
 
 
-class DistributedError(ValueError):
+class DistributedError(AdesError, ValueError):
     """A distributed setting that cannot work (one line, says what to change)."""
 
 

@@ -44,15 +44,12 @@ A row that fails (bf16 on a GPU without it, out of memory) is reported as
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
 from ades_core.attacks.autoattack import (
     STANDARD_ITERATIONS,
@@ -71,9 +68,11 @@ from ades_core.benchmark import (
     time_calls,
     training_step,
 )
-from ades_core.builder import build_defense, native_bf16, resolve_autocast, resolve_device
+from ades_core.builder import build_defense, resolve_autocast, resolve_device
 from ades_core.config import RunConfig
 from ades_core.device_peaks import Peak, peak_for
+from ades_core.device_rates import achieved_rates, count_flops, machine  # noqa: F401  (count_flops: public here too)
+from ades_core.errors import InputError
 from ades_core.evaluation.specs import resolve_attack
 from ades_core.model_mode import exact_float32
 from ades_core.registries import ATTACK_LOSSES, DEFENSES
@@ -104,22 +103,22 @@ _AMP = {"bf16": "bf16", "fp32": "off"}
 def _known_defenses(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
     unknown = [name for name in value if name not in DEFENSES]
     if unknown:
-        raise ValueError(f"unknown defense {unknown[0]!r}; choose from {', '.join(DEFENSES.names())}")
+        raise InputError(f"unknown defense {unknown[0]!r}; choose from {', '.join(DEFENSES.names())}")
     if not value or len(set(value)) != len(value):
-        raise ValueError(f"defenses must name at least one defense, each once: {','.join(value)}")
+        raise InputError(f"defenses must name at least one defense, each once: {','.join(value)}")
 
 
 def _known_precisions(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
     unknown = [name for name in value if name not in PRECISIONS]
     if unknown:
-        raise ValueError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
+        raise InputError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
     if not value or len(set(value)) != len(value):
-        raise ValueError(f"precisions must name at least one precision, each once: {','.join(value)}")
+        raise InputError(f"precisions must name at least one precision, each once: {','.join(value)}")
 
 
 def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
     if value is not None and value < 1:
-        raise ValueError(f"{attribute.name} must be >= 1 or unset, got {value}")
+        raise InputError(f"{attribute.name} must be >= 1 or unset, got {value}")
 
 
 @attrs.frozen(kw_only=True)
@@ -147,70 +146,10 @@ class PaperScaleSettings:
     seed: int = 0
 
 
-class _FlopCount(TorchDispatchMode):
-    """Sums the FLOPs of the operations torch's flop counter knows (matmuls, convolutions, attention).
-
-    ``FlopCounterMode`` itself cannot be used: its per-module tracking hooks
-    fail inside ``torch.autograd.grad`` with respect to an input (the attack).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.flops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            self.flops += int(formula(*args, **kwargs, out_val=out))
-        return out
-
-
-def count_flops(fn: Callable[[], Any]) -> int:
-    """Floating point operations of one call of ``fn`` (matmuls and convolutions, forward and backward,
-    a multiply-add counting 2), with the formulas of ``torch.utils.flop_counter``, as the call runs."""
-    with _FlopCount() as counter:
-        fn()
-    return counter.flops
-
-
-def machine(device: torch.device) -> dict[str, Any]:
-    """The device and software a report was measured on."""
-    info: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        info |= {
-            "device_name": torch.cuda.get_device_name(device),
-            "capability": f"{major}.{minor}",
-            "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version(),
-            "native_bf16": native_bf16(device),
-            "tf32_convolutions": bool(torch.backends.cudnn.allow_tf32),
-            "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
-            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-            "memory_mb": torch.cuda.get_device_properties(device).total_memory / 2**20,
-        }
-    else:
-        info["device_name"] = platform.processor() or platform.machine()
-    return info
-
-
 def _peak(device: torch.device, precision: str, *, tf32: bool) -> Peak:
     if device.type != "cuda":
         return Peak("unknown: no peak table for CPUs", None, None)
     return peak_for(torch.cuda.get_device_name(device), precision, tf32=tf32)
-
-
-def _rates(flops: int, seconds: float, peak: Peak) -> dict[str, Any]:
-    """FLOPs of one call, the TFLOP/s they reach in ``seconds`` and their fraction of ``peak``."""
-    achieved = flops / seconds / 1e12
-    return {
-        "flops_per_step": flops,
-        "achieved_tflops": achieved,
-        "peak": attrs.asdict(peak),
-        "fraction_of_peak": None if peak.tflops is None else achieved / peak.tflops,
-    }
 
 
 def _free(device: torch.device) -> None:
@@ -264,7 +203,7 @@ def bench_training(settings: PaperScaleSettings, model, x, y, device: torch.devi
             s_per_epoch = settings.epoch_images / images_per_s
             row |= {"images_per_s": images_per_s, "s_per_epoch": s_per_epoch}
             peak = _peak(device, precision, tf32=tf32)
-            row |= _rates(flops[name], row["median"], peak)
+            row |= achieved_rates(flops[name], row["median"], peak)
             epoch_flops = flops[name] / settings.batch_size * settings.epoch_images
             row["floor_s_per_epoch"] = None if peak.tflops is None else epoch_flops / (peak.tflops * 1e12)
             row["speedup_vs_reference"] = REFERENCE_S_PER_EPOCH / s_per_epoch
@@ -308,7 +247,7 @@ def bench_pgd(settings: PaperScaleSettings, model, x, y, device: torch.device) -
         row: dict[str, Any] = dict(timed[precision])
         images_per_s = settings.batch_size / row["median"]
         row |= {"images_per_s": images_per_s, "s_per_10k": TEST_IMAGES / images_per_s}
-        row |= _rates(flops, row["median"], _peak(device, precision, tf32=False))
+        row |= achieved_rates(flops, row["median"], _peak(device, precision, tf32=False))
         rows[precision] = row
     return rows
 

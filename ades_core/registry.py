@@ -35,6 +35,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from ades_core.registry_info import NoInfo
+from ades_core.errors import AdesError
 
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - the family's metadata record
@@ -42,7 +43,7 @@ I = TypeVar("I")  # noqa: E741 - the family's metadata record
 PLUGINS_DISABLED_ENV = "ADES_DISABLE_PLUGINS"
 
 
-class RegistryError(KeyError, ValueError):
+class RegistryError(AdesError, KeyError, ValueError):
     """An unknown or duplicate name; the message is one self-contained line."""
 
     def __str__(self) -> str:  # KeyError would quote the message

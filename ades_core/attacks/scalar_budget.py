@@ -34,11 +34,12 @@ import torch
 from torch import Tensor, nn
 
 from ades_core.attacks.pgd import budget_column
+from ades_core.errors import AdesError
 from ades_core.model_mode import eval_mode
 from ades_core.norms import NORMS
 
 
-class MissingDependencyError(ImportError):
+class MissingDependencyError(AdesError, ImportError):
     """An optional dependency is not installed; the message says how to install it."""
 
 

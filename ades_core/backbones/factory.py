@@ -21,6 +21,7 @@ import timm
 from timm.models import is_model, model_entrypoint
 
 from ades_core.backbones.normalized import NormalizedClassifier
+from ades_core.errors import InputError
 from ades_core.registry import RegistryError
 
 
@@ -96,7 +97,7 @@ def create_classifier(
     try:
         backbone = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
     except (TypeError, ValueError) as exc:
-        raise ValueError(
+        raise InputError(
             f"cannot create backbone {name!r} with arguments {sorted(kwargs)}: {_one_line(exc)}"
         ) from exc
     return NormalizedClassifier(backbone, mean, std)

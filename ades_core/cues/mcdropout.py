@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ades_core.config import CueOptions
+from ades_core.errors import InputError
 from ades_core.model_mode import autocast_for, eval_mode
 from ades_core.cue_context import CueContext
 from ades_core.registries import CUES
@@ -85,12 +86,12 @@ class MCDropoutUncertainty:
         model = ctx.model
         mode = self.resolved_mode(model)
         if mode in ("modules", "head") and not dropout_layers(model):
-            raise ValueError(
+            raise InputError(
                 f"mcdropout mode {mode!r} needs a model with nn.Dropout layers of rate p > 0 "
                 "(train it with --drop-rate > 0); use mode 'features' or 'auto'"
             )
         if mode == "features" and not hasattr(model, "get_classifier"):
-            raise ValueError(
+            raise InputError(
                 f"mcdropout mode 'features' needs a timm-style model with get_classifier(); "
                 f"{type(model).__name__} has none"
             )

@@ -36,6 +36,7 @@ import attrs
 import torch
 from torch import Tensor
 
+from ades_core.errors import AdesError
 from ades_core.registries import DATASETS
 
 __all__ = [
@@ -55,7 +56,7 @@ CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 
-class DataError(ValueError):
+class DataError(AdesError, ValueError):
     """A dataset that cannot be found, read or assembled; the message is one line."""
 
 

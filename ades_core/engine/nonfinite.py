@@ -39,8 +39,10 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ades_core.errors import AdesError
 
-class NonFiniteError(RuntimeError):
+
+class NonFiniteError(AdesError, RuntimeError):
     """The training loss or a gradient became NaN or Inf; one line naming the epoch and step."""
 
 

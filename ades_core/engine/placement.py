@@ -21,8 +21,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ades_core.errors import AdesError
 
-class PlacementError(ValueError):
+
+class PlacementError(AdesError, ValueError):
     """A tensor of the run is not where (or what) the run expects; one line."""
 
 

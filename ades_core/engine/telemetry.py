@@ -53,10 +53,11 @@ from ades_core.engine.telemetry_stats import (  # noqa: F401  (re-exported: the 
     target_fit,
     target_warning,
 )
+from ades_core.errors import AdesError
 from ades_core.protocols import BudgetScheduled, StepOutput
 
 
-class TelemetryError(ValueError):
+class TelemetryError(AdesError, ValueError):
     """A telemetry file or state that cannot be used; one line."""
 
 

@@ -26,8 +26,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ades_core.errors import AdesError
 
-class TensorBoardUnavailable(ValueError):
+
+class TensorBoardUnavailable(AdesError, ValueError):
     """``--tensorboard`` without the tensorboard package; one line."""
 
 

@@ -2,13 +2,18 @@
 gradient-masking checks, ``eval.json`` reports, sweep plots and comparison tables.
 
 Where things live:
+    request.py  EvalRequest: what one evaluation is asked to do (``ades eval``'s options), checked
+                when built
+    pipeline.py a request carried out: model, data and attacks prepared, the suite run with its
+                resume state, eval.json written
     specs.py    evaluation attack names (pgd20, cw, fgsm, autoattack, square, ...) -> AttackSpec
     runner.py   per-sample clean / attacked correctness over a split (only clean-correct attacked,
                 strict margins, attacks that touch the model refused)
     resume.py   per-batch results kept beside eval.json, so a killed evaluation resumes
     sharding.py under torchrun: whole batches per rank, per-batch seeds from global indices, merged flags
     suite.py    evaluate(): the attacks, the worst-case row, the sweep, the checks -> EvalResult
-    masking.py  the five gradient-masking checks and their tolerances
+    masking.py  the five gradient-masking checks: the attacks that measure them
+    masking_verdicts.py  what each check concludes from its numbers, and their tolerances
     sources.py  model file, run config and the test split it was trained for
     external.py a model ades did not train: timm name or module:factory, normalisation
     weights_file.py  its weights file: read with weights_only, unwrapped, checked key by key

@@ -19,7 +19,7 @@ import attrs
 from ades_core.config import format_eps
 from ades_core.engine.runfolder import METRICS_FILE
 from ades_core.norms import NORMS
-from ades_core.evaluation.masking import CheckResult, summarise_checks
+from ades_core.evaluation.masking_verdicts import CheckResult, summarise_checks
 from ades_core.evaluation.report import read_report
 from ades_core.engine.runfolder.model_files import WEIGHT_FILES
 from ades_core.evaluation.sources import EVAL_FILE

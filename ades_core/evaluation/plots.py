@@ -12,6 +12,8 @@ from typing import Any
 
 import attrs
 
+from ades_core.evaluation.report import EvalReportError
+
 
 @attrs.frozen(kw_only=True)
 class SweepSeries:
@@ -32,7 +34,7 @@ def series_from_report(report: dict[str, Any], label: str | None = None) -> Swee
     points = sorted((p["eps"], p["robust_acc"]) for p in report.get("sweep", {}).get("points", []))
     if not points:
         where = report.get("_path", "this evaluation")
-        raise ValueError(f"{where} holds no eps sweep; run `ades eval --eps-sweep 4/255,8/255 ...`")
+        raise EvalReportError(f"{where} holds no eps sweep; run `ades eval --eps-sweep 4/255,8/255 ...`")
     if label is None:
         run = report.get("run_dir") or report.get("model", "")
         defense = report.get("defense") or "model"
@@ -47,7 +49,7 @@ def plot_sweeps(series: Sequence[SweepSeries], path: str | Path, *, title: str |
     from matplotlib.figure import Figure
 
     if not series:
-        raise ValueError("nothing to plot: give at least one evaluation with an eps sweep")
+        raise EvalReportError("nothing to plot: give at least one evaluation with an eps sweep")
     figure = Figure(figsize=(6.0, 4.0), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)

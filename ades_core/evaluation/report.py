@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from ades_core.errors import AdesError
 from ades_core.evaluation.sources import EVAL_FILE, EvalData, RunInfo
 from ades_core.evaluation.suite import EvalResult
 
@@ -49,7 +50,7 @@ FORMAT = "ades-eval"
 VERSION = 1
 
 
-class EvalReportError(ValueError):
+class EvalReportError(AdesError, ValueError):
     """An ``eval.json`` that is missing or not ades's; one line."""
 
 

@@ -36,12 +36,13 @@ import torch
 from torch import Tensor
 
 from ades_core.engine.runfolder.atomic_files import write_json
+from ades_core.errors import AdesError
 
 FORMAT = "ades-eval-resume"
 VERSION = 1
 
 
-class ResumeMismatchError(ValueError):
+class ResumeMismatchError(AdesError, ValueError):
     """A resume state made with other settings, another model or other data; one line."""
 
 

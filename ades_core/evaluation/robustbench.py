@@ -36,6 +36,7 @@ from ades_core.backbones import NormalizedClassifier
 from ades_core.config import format_eps
 from ades_core.engine.runfolder.model_files import MODEL_FILE, load_model
 from ades_core.engine.runfolder.atomic_files import atomic_write
+from ades_core.errors import AdesError
 from ades_core.evaluation.report import read_report
 from ades_core.evaluation.sources import describe_run
 from ades_core.norms import NORMS
@@ -71,7 +72,7 @@ def threat_model(report: dict[str, Any]) -> str:
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class ExportError(ValueError):
+class ExportError(AdesError, ValueError):
     """An evaluation or run that cannot be exported; one line naming why and what to do."""
 
 

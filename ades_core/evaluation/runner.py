@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from ades_core.data import DeviceLoader, ImageTensors
 from ades_core.distributed import DistributedContext
+from ades_core.errors import AdesError
 from ades_core.evaluation.sharding import batch_seed, merge_flags, shard_range
 from ades_core.model_mode import autocast_for, eval_mode
 from ades_core.norms import NORMS
@@ -117,7 +118,7 @@ before the attack is rejected: float32 rounding of ``x +- eps`` is ~1e-7, and
 of an L2 norm over a CIFAR image ~1e-6 at most."""
 
 
-class AttackContractError(ValueError):
+class AttackContractError(AdesError, ValueError):
     """An attack broke its contract (inputs outside its ball or [0, 1], the model's
     modes or buffers changed): its accuracy would be meaningless."""
 

@@ -22,11 +22,12 @@ from ades_core.data import DataRequest, ImageTensors, load_test_split
 from ades_core.data.datasets import SUBSET_ORDERS
 from ades_core.engine.runfolder.model_files import MODEL_FILE, WEIGHT_FILES, read_run_config, read_spec, resolve_model_file
 from ades_core.engine.runfolder import CONFIG_FILE
+from ades_core.errors import AdesError
 
 EVAL_FILE = "eval.json"
 
 
-class EvalSourceError(ValueError):
+class EvalSourceError(AdesError, ValueError):
     """The model or its test data cannot be found or do not fit; one line."""
 
 

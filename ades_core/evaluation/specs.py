@@ -35,6 +35,7 @@ import attrs
 import torch
 
 from ades_core.config import AttackOptions, format_eps
+from ades_core.errors import AdesError
 from ades_core.norms import NORMS, STEP_SCALE
 from ades_core.protocols import BudgetedAttack, ReportsSettings
 from ades_core.registries import ATTACKS
@@ -53,6 +54,13 @@ DEFAULT_ALPHA = 2 / 255
 
 GRADIENT_FREE = frozenset({"autoattack", "autoattack-plus", "autoattack-torchattacks", "square"})
 """Registered attacks that are not purely gradient-based (AutoAttack holds Square)."""
+
+
+
+class AttackSpecError(AdesError, ValueError):
+    """An evaluation attack that cannot be used as given (its steps, its norm, repeated, not an
+    attack); one line. Unknown names are a :class:`~ades_core.registry.RegistryError`."""
+
 
 _PGD = re.compile(r"^pgd(\d+)$")
 _CW = re.compile(r"^cw(\d+)$")
@@ -80,7 +88,7 @@ class AttackSpec:
         kwargs = {} if autocast_dtype is None else {"autocast_dtype": autocast_dtype}
         attack = ATTACKS.build(self.attack, self.options, **kwargs)
         if not isinstance(attack, BudgetedAttack):
-            raise TypeError(f"attack {self.attack!r} does not satisfy the BudgetedAttack protocol")
+            raise AttackSpecError(f"attack {self.attack!r} does not satisfy the BudgetedAttack protocol")
         return attack
 
     def settings(self, attack: object | None = None) -> dict[str, Any]:
@@ -160,7 +168,8 @@ def resolve_attack(name: str, norm: str = "linf") -> AttackSpec:
 
     Raises:
         RegistryError: an unknown name or norm; the message lists the known ones.
-        ValueError: the attack does not support ``norm`` (one line naming the norms it does).
+        AttackSpecError: the attack does not support ``norm`` (one line naming the norms it does),
+            or ``pgd0``.
     """
     NORMS.get(norm)
     name = name.strip().lower()
@@ -171,11 +180,11 @@ def resolve_attack(name: str, norm: str = "linf") -> AttackSpec:
     if match := _PGD.match(name):
         steps = int(match.group(1))
         if steps < 1:
-            raise ValueError(f"attack {name!r}: PGD needs at least one step")
+            raise AttackSpecError(f"attack {name!r}: PGD needs at least one step")
         return pgd_spec(steps, norm=norm)
     if name in ATTACKS:
         if norm not in supported_norms(name):
-            raise ValueError(
+            raise AttackSpecError(
                 f"attack {name!r} supports norm(s) {', '.join(supported_norms(name))}, not {norm}; "
                 f"attacks with {norm}: "
                 + ", ".join(n for n in ATTACKS.names() if norm in supported_norms(n))
@@ -198,5 +207,5 @@ def resolve_attacks(names: tuple[str, ...] | list[str], norm: str = "linf") -> l
     labels = [s.label for s in specs]
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
-        raise ValueError(f"attack(s) given more than once: {', '.join(repeated)}")
+        raise AttackSpecError(f"attack(s) given more than once: {', '.join(repeated)}")
     return specs

@@ -19,6 +19,7 @@ from typing import Any
 from ades_core.engine.runfolder import METRICS_FILE
 from ades_core.engine.runfolder.atomic_files import read_jsonl
 from ades_core.engine.telemetry import TelemetryError, read_telemetry
+from ades_core.errors import AdesError
 
 CURVES_FILE = "training_curves.png"
 HISTOGRAM_FILE = "eps_histogram.png"
@@ -27,7 +28,7 @@ PLOTS_DIR = "plots"
 """Where ``ades plot training RUN_DIR`` writes without ``--out``: ``RUN_DIR/plots/``."""
 
 
-class TrainingPlotError(ValueError):
+class TrainingPlotError(AdesError, ValueError):
     """A run folder that cannot be plotted; one line saying what is missing."""
 
 

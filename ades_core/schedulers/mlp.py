@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from ades_core.config import BudgetConfig, SchedulerOptions
 from ades_core.distributed import batch_mean
+from ades_core.errors import InputError
 from ades_core.protocols import Budget, Cues
 from ades_core.registries import SCHEDULERS
 
@@ -83,7 +84,7 @@ class MLPScheduler(nn.Module):
     ) -> None:
         super().__init__()
         if num_cues < 1:
-            raise ValueError("the mlp scheduler needs at least one cue (--cue)")
+            raise InputError("the mlp scheduler needs at least one cue (--cue)")
         if allocation not in ALLOCATIONS:
             raise ValueError(f"allocation {allocation!r} is not one of: {', '.join(ALLOCATIONS)}")
         if not init_std >= 0:

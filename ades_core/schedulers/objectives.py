@@ -47,6 +47,7 @@ from torch import Tensor
 
 from ades_core.config import BudgetConfig, ConfigError, SchedulerOptions
 from ades_core.distributed import batch_gather, batch_mean
+from ades_core.errors import InputError
 from ades_core.protocols import TargetFitting
 from ades_core.registries import SCHEDULER_OBJECTIVES
 
@@ -230,7 +231,7 @@ class SaturatingGain:
 
 def _mean_penalty(options: SchedulerOptions, *, budget: BudgetConfig) -> MeanPenalty:
     if budget.lam <= 0:
-        raise ValueError("the penalty objective needs lam > 0 (a budget range to hold the mean in)")
+        raise InputError("the penalty objective needs lam > 0 (a budget range to hold the mean in)")
     return MeanPenalty(budget.eps_min, budget.lam, options.penalty)
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ades_core.config import BudgetConfig, SchedulerOptions
+from ades_core.errors import InputError
 from ades_core.protocols import Budget, Cues
 from ades_core.registries import SCHEDULERS
 
@@ -47,6 +48,6 @@ def static_scheduler(
     options: SchedulerOptions, *, num_cues: int, budget: BudgetConfig, allocation: str
 ) -> StaticWeightedCues:
     if num_cues == 0:
-        raise ValueError("the static scheduler needs at least one cue (--cue)")
+        raise InputError("the static scheduler needs at least one cue (--cue)")
     weights = options.weights if options.weights is not None else (1.0,) * num_cues
     return StaticWeightedCues(weights, eps_min=budget.eps_min, lam=budget.lam)

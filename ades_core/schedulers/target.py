@@ -60,6 +60,7 @@ from torch import Tensor
 
 from ades_core.config import BudgetConfig, SchedulerOptions
 from ades_core.distributed import batch_mean, batch_total
+from ades_core.errors import InputError
 from ades_core.registries import SCHEDULER_OBJECTIVES
 
 HOLDOUT_EVERY = 8
@@ -90,7 +91,7 @@ class RobustnessTargetFit:
 
     def __attrs_post_init__(self) -> None:
         if not self.lam > 0:
-            raise ValueError("the target objective needs lam > 0 (a budget range to allocate)")
+            raise InputError("the target objective needs lam > 0 (a budget range to allocate)")
         if self.holdout_every < 2:
             raise ValueError(f"holdout_every must be >= 2, got {self.holdout_every}")
 

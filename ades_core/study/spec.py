@@ -35,6 +35,8 @@ from typing import Any
 
 import attrs
 
+from ades_core.errors import AdesError
+
 TOP_KEYS = ("name", "out", "reference", "seeds", "parallel", "description", "run", "eval", "autoattack", "arms")
 REQUIRED_KEYS = ("name", "out", "reference", "seeds", "arms")
 AUTOATTACK_KEYS = ("arms", "seeds", "n")
@@ -49,7 +51,7 @@ _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 OptionValue = str | int | float | bool | tuple[str, ...]
 
 
-class StudyFileError(ValueError):
+class StudyFileError(AdesError, ValueError):
     """A study file that cannot be used as written; one line naming the key and what is accepted."""
 
 

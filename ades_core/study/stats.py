@@ -14,8 +14,10 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
+from ades_core.errors import AdesError
 
-class StatisticsError(ValueError):
+
+class StatisticsError(AdesError, ValueError):
     """Too few values for the statistic asked for; one line."""
 
 

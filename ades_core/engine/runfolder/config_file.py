@@ -18,6 +18,7 @@ from typing import Any
 
 from ades_core.config import ConfigError, RunConfig, default_scheduler
 from ades_core.engine.runfolder.layout import CONFIG_FILE, holds_run
+from ades_core.errors import AdesError
 from ades_core.registries import DEFENSES
 
 RESUMABLE_FIELDS: tuple[str, ...] = (
@@ -36,7 +37,7 @@ a copy of the same data (the classes and sizes are checked on resume).
 """
 
 
-class RunFolderError(ValueError):
+class RunFolderError(AdesError, ValueError):
     """The output folder cannot be used as asked; one line."""
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from ades_core.backbones import create_classifier
 from ades_core.engine.runfolder.atomic_files import atomic_write
+from ades_core.errors import AdesError
 
 MODEL_FILE = "model.safetensors"
 BEST_MODEL_FILE = "model-best.safetensors"
@@ -30,7 +31,7 @@ _SPEC_KEY = "ades_model"
 _CONFIG_KEY = "ades_run_config"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AdesError, ValueError):
     """A model file that is missing, truncated, tampered with or not ades's; one line."""
 
 

@@ -34,11 +34,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ades_core.errors import AdesError
+
 _SCALARS = (str, int, float, bool, type(None))
 _TAGS = ("__tensor__", "__items__", "__counter__", "__tuple__", "__float__")
 
 
-class StateCodecError(ValueError):
+class StateCodecError(AdesError, ValueError):
     """A value that cannot be stored without pickle, or a stored tree that does not decode; one line."""
 
 

@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 
 from ades_core.engine.runfolder.atomic_files import atomic_write, fsync_dir
 from ades_core.engine.runfolder.state_codec import StateCodecError, all_finite, decode, encode, tensor_names
+from ades_core.errors import AdesError
 
 STATE_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -50,7 +51,7 @@ _TENSORS_SUFFIX = ".safetensors"
 
 
 
-class TrainingStateError(ValueError):
+class TrainingStateError(AdesError, ValueError):
     """A training state that is missing, truncated, tampered with or does not fit; one line."""
 
 
