@@ -209,11 +209,14 @@ def _train(config: Any, out: Path, *, overwrite: bool, resume: Path | None, quie
         )
     else:
         budget_text = f"eps {format_eps(budget.eps, norm)}"
-    alpha = config.attack.alpha
-    alpha_text = "2.5*eps/steps" if alpha is None else format_eps(alpha, norm)
+    if info.attack_note is not None:
+        attack_text = info.attack_note(config)
+    else:
+        alpha = config.attack.alpha
+        attack_text = f"PGD-{config.attack.steps} alpha " + ("2.5*eps/steps" if alpha is None else format_eps(alpha, norm))
     console.print(
         f"[bold]ades run[/bold] {config.defense} on {config.data.dataset} with {config.model.backbone}, "
-        f"norm {norm}, {budget_text}, PGD-{config.attack.steps} alpha {alpha_text}, "
+        f"norm {norm}, {budget_text}, {attack_text}, "
         f"{config.optim.epochs} epochs -> {out}",
         highlight=False,
         soft_wrap=True,

@@ -65,6 +65,9 @@ class DefenseInfo:
     ``norms``: the norms it trains in (``None``: every one in :data:`~ades_core.norms.NORMS`),
     ``norm_note``: why not the others.
     ``budget_note``: how ``ades run`` describes its budget (empty: from ``uses_cues``).
+    ``attack_note``: ``attack_note(config: RunConfig) -> str``, how ``ades run`` describes the
+    training attack of a defense that does not run the configured PGD (``None``: "PGD-<steps>
+    alpha <alpha>" from ``config.attack``).
     ``check``: ``check(config: RunConfig) -> None``, a rule of its own on the whole config,
     raising :class:`~ades_core.config.ConfigError`; run when the ``RunConfig`` is built.
     """
@@ -81,6 +84,7 @@ class DefenseInfo:
     )
     norm_note: str = _text()
     budget_note: str = _text()
+    attack_note: Callable[[RunConfig], str] | None = attrs.field(default=None, validator=v.optional(v.is_callable()))
     check: Callable[[RunConfig], None] | None = attrs.field(default=None, validator=v.optional(v.is_callable()))
 
 

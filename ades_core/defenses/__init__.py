@@ -14,6 +14,7 @@ from ades_core.defenses.budgeted import (
     envelope_input,
 )
 from ades_core.defenses.fast_at import check_fast_at_config, fast_at_defense
+from ades_core.config_fields import format_eps
 from ades_core.registries import DEFENSES
 
 DEFENSES.register(
@@ -74,6 +75,10 @@ DEFENSES.register(
     scheduler="fixed",
     uses_cues=False,
     check=check_fast_at_config,
+    attack_note=lambda config: (
+        f"FGSM from a uniform start, step {config.defense_options.fast_alpha_ratio:g} * eps = "
+        f"{format_eps(config.defense_options.fast_alpha_ratio * config.budget.eps)}"
+    ),
     norms=("linf",),
     norm_note=(
         "Wong et al.'s method is FGSM from a uniform start with a 1.25 eps sign step, an L-inf "
@@ -103,6 +108,9 @@ DEFENSES.register(
     paper="Shafahi et al., NeurIPS 2019 (Adversarial training for free!)",
     scheduler="fixed",
     uses_cues=False,
+    attack_note=lambda config: (
+        f"FGSM sign steps of eps carried over {config.defense_options.replays} replays per batch"
+    ),
     norms=("linf",),
     norm_note=(
         "Shafahi et al.'s method carries one FGSM sign-step delta across replays, an L-inf "
@@ -118,6 +126,9 @@ DEFENSES.register(
     scheduler="fixed",
     uses_cues=False,
     budget_note="per-sample eps at each sample's margin, capped by --mma-max-eps",
+    attack_note=lambda config: (
+        f"AN-PGD-{config.attack.steps} + {config.defense_options.mma_search_steps}-step bisection"
+    ),
     attack_bn=False,
 )
 DEFENSES.register(
