@@ -56,7 +56,7 @@ class ValidationConfig:
         default=None,
         validator=_fraction_or_none,
         metadata=cli(
-            "Stop when the validation PGD accuracy falls more than this fraction below its best (0.2: catastrophic overfitting); needs --val-split.",
+            "Stop when the validation PGD accuracy falls more than this many accuracy points, as a fraction, below its best (0.2: 20 points, catastrophic overfitting); needs --val-split.",
         ),
     )
 
