@@ -22,6 +22,7 @@ import attrs
 import torch
 from typing_extensions import get_protocol_members
 
+from ades_core.batch_reduction import LOCAL, BatchReduction, batch_reduction
 from ades_core.config import RunConfig
 from ades_core.data import DataRequest, DeviceLoader, load_datasets
 from ades_core.defenses import DefenseParts
@@ -151,13 +152,26 @@ def _build_part(
     return _checked(obj, protocol, what, source)
 
 
+def _reduction_for(name: str, reduction: BatchReduction) -> dict[str, BatchReduction]:
+    """``{"reduction": reduction}`` for an objective whose record says ``reduces_batch``, else
+    nothing (a factory that takes no statistics over the batch is not passed one)."""
+    return {"reduction": reduction} if SCHEDULER_OBJECTIVES.entry(name).info.reduces_batch else {}
+
+
 def build_defense(
-    config: RunConfig, autocast_dtype: torch.dtype | None = None, *, num_samples: int = 0
+    config: RunConfig,
+    autocast_dtype: torch.dtype | None = None,
+    *,
+    num_samples: int = 0,
+    reduction: BatchReduction = LOCAL,
 ) -> Defense:
     """The defense of ``config`` with its cues, scheduler, objective and attack.
 
     ``num_samples``: the training-set size, for defenses that keep per-sample
-    state indexed by dataset index (IAAT, MMA).
+    state indexed by dataset index (IAAT, MMA). ``reduction``: how the parts reduce over
+    the batch (:mod:`ades_core.batch_reduction`; :func:`build` passes the global batch's
+    under ``torchrun``), handed to the defense (``DefenseParts.reduction``; its cues carry it
+    to the scheduler), to ``with_grad_norm`` and to the objective factories that say ``reduces_batch``.
     """
     entry = DEFENSES.entry(config.defense)
     uses_cues = entry.info.uses_cues
@@ -176,8 +190,9 @@ def build_defense(
             f"scheduler objective {config.scheduler.objective!r}",
             config.scheduler,
             budget=config.budget,
+            **_reduction_for(config.scheduler.objective, reduction),
         )
-        objective = with_grad_norm(objective, config.scheduler.grad_norm)
+        objective = with_grad_norm(objective, config.scheduler.grad_norm, reduction)
     scheduler = _build_part(
         SCHEDULERS,
         scheduler_name,
@@ -209,6 +224,7 @@ def build_defense(
         num_samples=num_samples,
         reverse=config.scheduler.reverse,
         shuffle=config.scheduler.shuffle,
+        reduction=reduction,
     )
     return _build_part(DEFENSES, config.defense, Defense, f"defense {config.defense!r}", parts)
 
@@ -321,7 +337,8 @@ def build(config: RunConfig) -> TrainingSetup:
     model = model.to(memory_format=torch.channels_last)
     if config.compile:
         compile_model(model)
-    defense = build_defense(config, autocast_dtype, num_samples=len(data.train))
+    # components reduce over the global batch under torchrun because they are handed it
+    defense = build_defense(config, autocast_dtype, num_samples=len(data.train), reduction=batch_reduction(dist))
     if isinstance(defense, torch.nn.Module):
         defense = defense.to(device)
     train_model = model if dist is None else wrap_ddp(model, defense, dist)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ades_core.batch_reduction import LOCAL, BatchReduction
 from ades_core.errors import InputError
 from ades_core.model_mode import autocast_for, eval_mode
 
@@ -25,15 +26,26 @@ class CueContext:
             attack's start point.
         y: ``(B,)`` int64 labels.
         autocast_dtype: dtype for autocast on the model's forward, or ``None``.
+        reduction: how the batch is reduced when the cues are normalised
+            (:func:`~ades_core.cues.extract_cues`): :data:`~ades_core.batch_reduction.LOCAL`
+            on one process, the global batch under ``torchrun`` (the defense
+            passes the one it was built with, ``DefenseParts.reduction``).
     """
 
     def __init__(
-        self, model: nn.Module, x: Tensor, y: Tensor, autocast_dtype: torch.dtype | None = None
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        autocast_dtype: torch.dtype | None = None,
+        *,
+        reduction: BatchReduction = LOCAL,
     ) -> None:
         self.model = model
         self.x = x
         self.y = y
         self.autocast_dtype = autocast_dtype
+        self.reduction = reduction
         self._logits: Tensor | None = None
         self._input_grad: Tensor | None = None
         self._features: Tensor | None = None

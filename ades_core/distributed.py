@@ -1,27 +1,19 @@
-"""Training on many processes with ``torchrun``: the process group and the batch reductions.
+"""Training on many processes with ``torchrun``: the process group, sharding and DDP.
 
 A run started by ``torchrun`` (which sets ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK``) calls :func:`init_from_env` once; it joins the default process
 group (``nccl`` on CUDA, each rank on ``cuda:LOCAL_RANK``; ``gloo`` on the CPU)
-and makes a :class:`DistributedContext` the process's *active* context, as
-``torch.distributed`` has one default group per process.
+and records the :class:`DistributedContext` as the process's *active* one
+(:func:`active`), as ``torch.distributed`` has one default group per process.
+That record is for the entry points and their teardown (:func:`shutdown`):
+the builder reads it once and hands the context on explicitly
+(``TrainingSetup.dist``), and the components that compute batch statistics
+(cues, schedulers, objectives, defenses) never read it: they are handed a
+:class:`~ades_core.batch_reduction.BatchReduction` made from the context.
 
-The batch-wise definitions of ADES call three reductions here, which are the
-identity (no communication, no copies) when no context is active, so a
-single-process run computes exactly what it did before:
-
-* :func:`batch_min` / :func:`batch_max`: the min and max of each cue column over
-  the *global* batch (``all_reduce`` MIN / MAX), used by
-  :func:`~ades_core.cues.normalize.minmax_normalize`;
-* :func:`batch_mean`: the mean over the global batch (``all_reduce`` SUM of
-  the local sum and count), used by the MLP scheduler's fixed-mean allocation.
-  Its gradient is exact: the all-reduce is differentiable (its backward sums
-  the gradients of every rank), so each rank receives the gradient of the
-  global mean through its own samples.
-
-So N ranks with global batch B follow the definition of one rank with batch B.
-Everything else here (sharding, gradient averaging, buffer broadcast, the CPU
-SyncBatchNorm) is used by the builder, the trainer and the evaluator.
+What else is here (sharding, gradient averaging, buffer broadcast, the CPU
+SyncBatchNorm) is used by the builder, the trainer and the evaluator, with
+the context passed explicitly.
 """
 
 from __future__ import annotations
@@ -33,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ades_core.batch_reduction import RankReduction, sum_over_ranks
 from ades_core.errors import AdesError
 
 __all__ = [
@@ -41,9 +34,6 @@ __all__ = [
     "DistributedError",
     "active",
     "average_gradients",
-    "batch_max",
-    "batch_mean",
-    "batch_min",
     "broadcast_module",
     "convert_sync_batchnorm",
     "init_from_env",
@@ -159,100 +149,7 @@ def shutdown() -> None:
     _ACTIVE = None
 
 
-# ------------------------------------------------------------------ batch reductions
-def batch_min(values: Tensor) -> Tensor:
-    """Column minima ``(1, k)`` of ``values`` ``(B, k)`` over the global batch (detached)."""
-    low = values.amin(dim=0, keepdim=True)
-    return low if _ACTIVE is None else _ACTIVE.all_reduce(low, "min")
-
-
-def batch_max(values: Tensor) -> Tensor:
-    """Column maxima ``(1, k)`` of ``values`` ``(B, k)`` over the global batch (detached)."""
-    high = values.amax(dim=0, keepdim=True)
-    return high if _ACTIVE is None else _ACTIVE.all_reduce(high, "max")
-
-
-def batch_gather(values: Tensor) -> Tensor:
-    """``values`` ``(B, ...)`` of every rank, concatenated in rank order ``(world_size * B, ...)``
-    (detached). Every rank's ``B`` must be the same (the sharded loader guarantees it: each
-    rank takes an equal slice of every global batch); a collective, so every rank calls it."""
-    if _ACTIVE is None:
-        return values.detach()
-    parts = [torch.empty_like(values) for _ in range(_ACTIVE.world_size)]
-    dist.all_gather(parts, values.detach().contiguous())
-    return torch.cat(parts)
-
-
-def batch_total(values: Tensor) -> Tensor:
-    """The sum of ``values`` over the global batch, a 0-d tensor (detached)."""
-    total = values.detach().sum()
-    return total if _ACTIVE is None else _ACTIVE.all_reduce(total, "sum")
-
-
-def batch_mean(values: Tensor) -> Tensor:
-    """The mean of ``values`` ``(B,)`` over the global batch, a 0-d tensor.
-
-    Differentiable: with several ranks the sum and count are all-reduced by
-    ``torch.distributed.nn.functional.all_reduce``, whose backward sums the
-    incoming gradients of all ranks, so the gradient w.r.t. each rank's own
-    samples is that of the global mean. Every rank must call it (it is a
-    collective) and must run the backward.
-    """
-    if _ACTIVE is None:
-        return values.mean()
-    local = torch.stack([values.sum(), values.new_full((), float(values.numel()))])
-    total = _SumOverRanks.apply(local)
-    return total[0] / total[1].detach()
-
-
-class _SumOverRanks(torch.autograd.Function):
-    """``all_reduce`` SUM with its exact backward: the gradient is summed over ranks too.
-
-    For ``y = sum_r x_r`` seen on every rank, ``dL/dx_r = sum_r' dL_r'/dy``
-    where ``L_r'`` is rank r''s part of the loss: the backward all-reduces the
-    incoming gradients. Every rank must run the backward.
-    """
-
-    @staticmethod
-    def forward(ctx: object, tensor: Tensor) -> Tensor:  # type: ignore[override]
-        out = tensor.clone()
-        dist.all_reduce(out)
-        return out
-
-    @staticmethod
-    def backward(ctx: object, grad: Tensor) -> Tensor:  # type: ignore[override]
-        out = grad.contiguous().clone()
-        dist.all_reduce(out)
-        return out
-
-
 # ------------------------------------------------------------------ sharding and sync
-def assign_by_index(buffer: Tensor, idx: Tensor, values: Tensor) -> None:
-    """``buffer[idx] = values`` on every rank, for per-sample state indexed by dataset index.
-
-    One process: the plain assignment. Under ``torchrun`` each rank holds
-    different samples of the global batch, so every rank's ``(idx, values)``
-    are summed into zero ``(N,)`` buffers with a count (one SUM all-reduce of a
-    ``(2, N)`` tensor) and every rank writes all of them: the buffers stay
-    identical across ranks, as in a one-process run with the global batch. A
-    sample that two ranks hold at once (the sampler's padding) gets the mean.
-
-    Args:
-        buffer: ``(N,)`` float state on the device; ``idx``: ``(B,)`` int64 in
-            ``[0, N)``; ``values``: ``(B,)``, cast to ``buffer``'s dtype.
-    """
-    values = values.detach().to(buffer.dtype)
-    ctx = active()
-    if ctx is None:
-        buffer[idx] = values
-        return
-    both = torch.zeros(2, buffer.shape[0], dtype=buffer.dtype, device=buffer.device)
-    both[0].index_add_(0, idx, values)
-    both[1].index_add_(0, idx, torch.ones_like(values))
-    both = ctx.all_reduce(both, "sum")
-    buffer.copy_(torch.where(both[1] > 0, both[0] / both[1].clamp(min=1), buffer))
-
-
 def shard_bounds(n: int, rank: int, world_size: int, *, align: int = 1) -> tuple[int, int]:
     """``[start, stop)`` of rank ``rank``'s contiguous part of ``n`` items.
 
@@ -286,35 +183,28 @@ def wrap_ddp(model: nn.Module, defense: object, ctx: DistributedContext) -> nn.M
     itself (:func:`average_gradients`).
     """
     if isinstance(defense, nn.Module):
-        broadcast_module(defense)
+        broadcast_module(defense, ctx)
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def average_gradients(params: list[nn.Parameter]) -> None:
-    """Replace each parameter's ``.grad`` by its mean over ranks (one flat all-reduce; no-op alone).
+def average_gradients(params: list[nn.Parameter], ctx: DistributedContext | None) -> None:
+    """Replace each parameter's ``.grad`` by its mean over the ranks of ``ctx`` (no-op for ``None``).
 
     For parameters DDP does not own (the learnable scheduler), so they stay
-    identical on every rank. Parameters without a gradient are skipped (they
-    have none on any rank: the graph is the same everywhere).
+    identical on every rank: one flat all-reduce
+    (:meth:`~ades_core.batch_reduction.RankReduction.average_gradients`).
+    Parameters without a gradient are skipped (they have none on any rank:
+    the graph is the same everywhere).
     """
-    if _ACTIVE is None:
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= _ACTIVE.world_size
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+    if ctx is not None:
+        RankReduction(ctx).average_gradients(params)
 
 
-def broadcast_module(module: nn.Module, *, buffers_only: bool = False) -> None:
-    """Copy rank 0's parameters (unless ``buffers_only``) and buffers to every rank (no-op alone)."""
-    if _ACTIVE is None:
+def broadcast_module(module: nn.Module, ctx: DistributedContext | None, *, buffers_only: bool = False) -> None:
+    """Copy rank 0's parameters (unless ``buffers_only``) and buffers to every rank of ``ctx``
+    (no-op for ``None``)."""
+    if ctx is None:
         return
     tensors = list(module.buffers()) + ([] if buffers_only else list(module.parameters()))
     with torch.no_grad():
@@ -340,13 +230,13 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
-        if _ACTIVE is None or not self.training:
+        if not self.training or not dist.is_initialized():
             return super().forward(input)
         channels = input.shape[1]
         dims = [0, *range(2, input.dim())]
         x64 = input.double()
         count = x64.new_full((1,), float(input.numel() // channels))
-        total = _SumOverRanks.apply(torch.cat([x64.sum(dims), (x64 * x64).sum(dims), count]))
+        total = sum_over_ranks(torch.cat([x64.sum(dims), (x64 * x64).sum(dims), count]))
         n = total[-1].detach()
         mean = total[:channels] / n
         var = (total[channels : 2 * channels] / n - mean * mean).clamp(min=0.0)

@@ -29,6 +29,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from ades_core.batch_reduction import LOCAL, BatchReduction
 from ades_core.cue_context import CueContext
 
 
@@ -49,10 +50,14 @@ class Cues:
         values: ``(B, k)`` float, each column min-max normalised over the batch
             to ``[0, 1]``; detached (cues carry no gradient into the model).
         names: the ``k`` cue names, in column order.
+        reduction: how to reduce over the batch these cues describe: the one the
+            cues were normalised with (``CueContext.reduction``); a scheduler takes
+            its batch statistics through it (the global batch under ``torchrun``).
     """
 
     values: Tensor = attrs.field(validator=_check_tensor(2))
     names: tuple[str, ...] = attrs.field(converter=tuple)
+    reduction: BatchReduction = attrs.field(default=LOCAL, kw_only=True, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.values.shape[1] != len(self.names):
@@ -61,9 +66,9 @@ class Cues:
             )
 
     @classmethod
-    def empty(cls, batch_size: int, device: torch.device | str) -> Cues:
+    def empty(cls, batch_size: int, device: torch.device | str, *, reduction: BatchReduction = LOCAL) -> Cues:
         """No cues (for fixed-budget defenses): values of shape ``(B, 0)``."""
-        return cls(torch.empty(batch_size, 0, device=device), ())
+        return cls(torch.empty(batch_size, 0, device=device), (), reduction=reduction)
 
     @property
     def batch_size(self) -> int:
@@ -193,7 +198,7 @@ class CueExtractor(Protocol):
     ``ctx.x``'s device, finite, in the cue's own units (larger = "harder" is the
     convention, not a requirement). It must not change the model's mode,
     parameters, gradients or BN statistics. Normalisation to [0, 1] over the
-    batch is done by the caller, not by the cue.
+    batch is done by the caller, not by the cue (through ``ctx.reduction``).
     """
 
     name: str
@@ -209,7 +214,9 @@ class Scheduler(Protocol):
     [0, 1] returns a :class:`Budget` whose ``eps`` ``(B,)`` lies in
     ``[eps_min, eps_max]`` for every input; ``eps = eps_min + (eps_max -
     eps_min) * sigma``. A learnable scheduler is an ``nn.Module`` whose
-    parameters receive gradients through ``Budget.eps``.
+    parameters receive gradients through ``Budget.eps``. A statistic over the
+    batch (a mean to hold) is taken through ``cues.reduction``, never a global:
+    under ``torchrun`` it spans the global batch.
     """
 
     eps_min: float

@@ -99,7 +99,8 @@ class AttackInfo:
 
 @attrs.frozen(kw_only=True)
 class SchedulerInfo:
-    """``learnable``: the builder trains the scheduler's parameters with an objective and Adam."""
+    """``learnable``: the builder trains the scheduler's parameters with an objective and Adam.
+    (A scheduler reduces over the batch through ``Cues.reduction``, so needs no factory keyword.)"""
 
     learnable: bool = _flag(False)
 
@@ -107,9 +108,16 @@ class SchedulerInfo:
 @attrs.frozen(kw_only=True)
 class ObjectiveInfo:
     """``lr``: the Adam learning rate of a scheduler trained by this objective, unless
-    ``SchedulerOptions.lr`` names one."""
+    ``SchedulerOptions.lr`` names one. ``fits_target``: it learns from its own fit of a
+    measured target (a :class:`~ades_core.protocols.TargetFitting`), not from the envelope
+    gradient, so ``scheduler.grad_norm`` does not apply to it (a config rule).
+    ``reduces_batch``: it takes statistics over the batch, so its factory takes ``reduction=``
+    (a :class:`~ades_core.batch_reduction.BatchReduction`: the global batch under ``torchrun``)
+    from the builder; a factory without it is not passed one."""
 
     lr: float = attrs.field(default=DEFAULT_SCHEDULER_LR, converter=float, validator=v.gt(0.0))
+    fits_target: bool = _flag(False)
+    reduces_batch: bool = _flag(False)
 
 
 @attrs.frozen(kw_only=True)

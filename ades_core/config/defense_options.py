@@ -32,6 +32,10 @@ TRAINING_LOSSES = ("ce", "trades", "mart")
 """The outer loss of a budgeted defense (pgd-at, static-des, ades): cross-entropy on
 ``x_adv`` (Madry), TRADES's clean CE + beta * KL, or MART's boosted CE + beta * weighted KL."""
 
+KL_INNER_LOSSES = ("trades",)
+"""The outer losses whose inner attack maximises ``KL(p(x) || p(x'))`` instead of the
+attack loss, which therefore must stay ``ce`` (a config rule)."""
+
 
 @attrs.frozen(kw_only=True)
 class DefenseOptions:

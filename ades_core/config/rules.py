@@ -5,8 +5,9 @@ Every rule here needs only the config and the registries' typed records
 is loaded or a model built, for built-in and plugin components alike: budgets
 in range for the norm, the defense and the attack able to train in it, one
 scheduler weight per cue, a training attack, options a defense would ignore
-(``loss``, ``awp``, ``attack.bn``), a learnable scheduler where the defense or
-a control needs one, the early-stop rules, and the defense's own ``check``.
+(``loss``, ``awp``, ``attack.bn``), an attack loss TRADES's KL inner attack
+would ignore, a learnable scheduler where the defense or a control needs one,
+``grad_norm`` with an objective that fits a target, the early-stop rules, and the defense's own ``check``.
 Each raises :class:`~ades_core.config_fields.ConfigError` naming the field.
 """
 
@@ -17,10 +18,10 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ades_core.config.components import AttackOptions
-from ades_core.config.defense_options import DefenseOptions
+from ades_core.config.defense_options import KL_INNER_LOSSES, DefenseOptions
 from ades_core.config_fields import ConfigError, _training_attack, format_eps
 from ades_core.norms import NORMS
-from ades_core.registries import ATTACKS, DEFENSES, SCHEDULERS
+from ades_core.registries import ATTACKS, DEFENSES, SCHEDULER_OBJECTIVES, SCHEDULERS
 from ades_core.training_config import check_training_rules
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ def check_run(config: RunConfig) -> None:
             "--attack-bn train applies to PGD-based defenses (pgd-at, trades, mart, static-des, ades, fast-at, cat)",
         )
     check_defense_options(config.defense, config.defense_options)
+    check_inner_attack_loss(config)
     check_scheduler(config)
     check_training_rules(config.val, config.eval.every)
     if info.check is not None:
@@ -118,12 +120,49 @@ def check_defense_options(defense: str, options: DefenseOptions) -> None:
         )
 
 
-def check_scheduler(config: RunConfig) -> None:
-    """A learnable scheduler where the defense trains one, and where a control (``reverse``,
-    ``shuffle``) perturbs a learned allocation.
+def outer_loss(config: RunConfig) -> str:
+    """The outer training loss the defense of ``config`` trains on: its own (trades, mart) or
+    ``defense_options.loss``."""
+    return DEFENSES.entry(config.defense).info.loss or config.defense_options.loss
+
+
+def kl_inner_attack_loss(loss: str, attack_loss: str) -> ConfigError:
+    """The refusal of an attack loss that the KL-maximising inner attack of ``loss`` would ignore."""
+    return ConfigError(
+        "attack.loss",
+        f"the {loss} inner attack maximises KL(p(x) || p(x')), so the attack loss "
+        f"does not apply; leave it at ce, got {attack_loss!r}",
+    )
+
+
+def check_inner_attack_loss(config: RunConfig) -> None:
+    """An outer loss whose inner attack maximises a KL (TRADES) needs the attack loss ``ce``.
 
     Raises:
-        ConfigError: on ``scheduler.name`` (the scheduler the run resolves to is the one at fault).
+        ConfigError: on ``attack.loss``.
+    """
+    loss = outer_loss(config)
+    if loss in KL_INNER_LOSSES and config.attack.loss != "ce":
+        raise kl_inner_attack_loss(loss, config.attack.loss)
+
+
+def grad_norm_with_target_fit() -> ConfigError:
+    """The refusal of ``scheduler.grad_norm`` with an objective that fits a measured target."""
+    return ConfigError(
+        "scheduler.grad_norm",
+        "rescales the envelope gradient dL/d eps; the target objective learns from its own fit "
+        "loss, not from it (leave --scheduler-grad-norm at none)",
+    )
+
+
+def check_scheduler(config: RunConfig) -> None:
+    """A learnable scheduler where the defense trains one, and where a control (``reverse``,
+    ``shuffle``) perturbs a learned allocation; no ``grad_norm`` for an objective that learns
+    from its own fit (``fits_target``), not from the envelope gradient.
+
+    Raises:
+        ConfigError: on ``scheduler.name`` (the scheduler the run resolves to is the one at
+            fault), or on ``scheduler.grad_norm``.
     """
     scheduler_name = config.scheduler_name()
     learnable = SCHEDULERS.entry(scheduler_name).info.learnable
@@ -140,6 +179,18 @@ def check_scheduler(config: RunConfig) -> None:
                 f"--scheduler-{flag} controls a learned allocation; scheduler {scheduler_name!r} is not "
                 "learnable (use --scheduler mlp)",
             )
+    objective = SCHEDULER_OBJECTIVES.entry(config.scheduler.objective).info
+    if learnable and config.scheduler.grad_norm != "none" and objective.fits_target:
+        raise grad_norm_with_target_fit()
 
 
-__all__ = ["check_budgets", "check_defense_options", "check_run", "check_scheduler"]
+__all__ = [
+    "check_budgets",
+    "check_defense_options",
+    "check_inner_attack_loss",
+    "check_run",
+    "check_scheduler",
+    "grad_norm_with_target_fit",
+    "kl_inner_attack_loss",
+    "outer_loss",
+]

@@ -16,15 +16,17 @@ from ades_core.protocols import CueContext, CueExtractor, Cues
 
 
 def extract_cues(extractors: Sequence[CueExtractor], ctx: CueContext) -> Cues:
-    """Run each extractor on ``ctx`` and min-max normalise each cue over the batch.
+    """Run each extractor on ``ctx`` and min-max normalise each cue over the batch
+    (``ctx.reduction``'s: the global batch under ``torchrun``).
 
     Returns:
-        :class:`Cues` with ``values`` ``(B, k)`` in [0, 1], detached.
+        :class:`Cues` with ``values`` ``(B, k)`` in [0, 1], detached, carrying ``ctx.reduction``.
     """
     if not extractors:
-        return Cues.empty(ctx.x.shape[0], ctx.x.device)
+        return Cues.empty(ctx.x.shape[0], ctx.x.device, reduction=ctx.reduction)
     raw = torch.stack([extractor(ctx).detach().float() for extractor in extractors], dim=1)
-    return Cues(minmax_normalize(raw), tuple(e.name for e in extractors))
+    names = tuple(e.name for e in extractors)
+    return Cues(minmax_normalize(raw, reduction=ctx.reduction), names, reduction=ctx.reduction)
 
 
 __all__ = ["extract_cues", "minmax_normalize"]

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ades_core.distributed import average_gradients
+from ades_core.batch_reduction import LOCAL, BatchReduction
 
 _COMPILED_PASSES = ("forward", "forward_features", "forward_head")
 """Instance attributes :func:`ades_core.builder.compile_model` may set; the proxy runs uncompiled."""
@@ -67,9 +67,11 @@ class WeightPerturbation:
         gamma: relative size ``||v_l|| / ||w_l||`` of every layer's perturbation
             (5e-3 in the authors' TRADES-AWP, 1e-2 in their AT-AWP on CIFAR-10).
         warmup_epochs: epochs (0-based ``epoch < warmup_epochs``) trained without AWP.
+        reduction: the batch's reduction; under ``torchrun`` (the global batch) the
+            ascent gradient is averaged over the ranks.
     """
 
-    def __init__(self, gamma: float, warmup_epochs: int = 0) -> None:
+    def __init__(self, gamma: float, warmup_epochs: int = 0, *, reduction: BatchReduction = LOCAL) -> None:
         if not gamma > 0:
             raise ValueError(f"AWP gamma must be positive, got {gamma}")
         if warmup_epochs < 0:
@@ -77,6 +79,7 @@ class WeightPerturbation:
         self.gamma = float(gamma)
         self.warmup_epochs = int(warmup_epochs)
         self.active = self.warmup_epochs == 0
+        self.reduction = reduction
         self._proxy: nn.Module | None = None
         self._source: int | None = None  # id() of the model the proxy copies
 
@@ -107,8 +110,9 @@ class WeightPerturbation:
             loss_of: ``net -> scalar`` training loss of ``net`` on the batch (the
                 inputs already attacked); called once, on the proxy.
 
-        Under ``torchrun`` the ascent gradient is averaged over ranks, so ``v`` is
-        the whole global batch's, as in one process, and the same on every rank.
+        Under ``torchrun`` (a rank reduction) the ascent gradient is averaged over
+        ranks, so ``v`` is the whole global batch's, as in one process, and the
+        same on every rank.
         """
         proxy = self._proxy_for(model)
         names = [n for n, _ in perturbed_weights(model)]
@@ -118,7 +122,7 @@ class WeightPerturbation:
             p.grad = None
         with torch.enable_grad():
             loss_of(proxy).backward(inputs=ascent)
-        average_gradients(ascent)
+        self.reduction.average_gradients(ascent)
         weights = [p for _, p in perturbed_weights(model)]
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in ascent]
         with torch.no_grad():

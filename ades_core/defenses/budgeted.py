@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ades_core.attacks.breaking import BreakingRadius
+from ades_core.batch_reduction import LOCAL, BatchReduction
 from ades_core.config import AttackOptions, BudgetConfig, DefenseOptions
 from ades_core.cues import extract_cues
 from ades_core.defenses.awp import AppliedPerturbation, WeightPerturbation
@@ -62,6 +63,10 @@ class DefenseParts:
     """The reversed control: the attack uses :func:`reverse_allocation` of the learned budgets."""
     shuffle: bool = False
     """The shuffled control: the attack uses :func:`shuffle_allocation` of the learned budgets."""
+    reduction: BatchReduction = LOCAL
+    """How the defense reduces over its batch (cue normalisation, the reversed control,
+    per-sample state): :data:`~ades_core.batch_reduction.LOCAL` on one process, the global
+    batch under ``torchrun`` (the builder's, from the run's distributed context)."""
 
 
 class BudgetedAdversarialTraining(nn.Module):
@@ -119,7 +124,9 @@ class BudgetedAdversarialTraining(nn.Module):
         self.autocast_dtype = parts.autocast_dtype
         self.norm = parts.attack_options.norm
         self.awp = (
-            WeightPerturbation(parts.options.awp_gamma, parts.options.awp_warmup) if parts.options.awp else None
+            WeightPerturbation(parts.options.awp_gamma, parts.options.awp_warmup, reduction=parts.reduction)
+            if parts.options.awp
+            else None
         )
         self.shares_start = parts.cue_point == "start" and isinstance(self.attack, StartSharingAttack)
         self.shares_gradient = self.shares_start and self.attack.loss_name == "ce"
@@ -134,6 +141,7 @@ class BudgetedAdversarialTraining(nn.Module):
         self.looks_ahead = isinstance(self.objective, LookAhead)
         self._kept: VirtualBatch | None = None
         self._steps = 0
+        self.reduction = parts.reduction
         self.reverse = bool(parts.reverse)
         self.shuffle = bool(parts.shuffle)
         if self.reverse and self.shuffle:
@@ -154,7 +162,7 @@ class BudgetedAdversarialTraining(nn.Module):
 
         # 1. cues: at the attack's start point (cue_point "start", shared) or at the clean x
         start = self._start_point(x) if self.shares_start else None
-        ctx = CueContext(model, x if start is None else start, y, self.autocast_dtype)
+        ctx = CueContext(model, x if start is None else start, y, self.autocast_dtype, reduction=self.reduction)
         cues = extract_cues(self.cue_extractors, ctx)
 
         # 2. budgets: the scheduler's eps (B,), or a control's reallocation of them
@@ -202,7 +210,7 @@ class BudgetedAdversarialTraining(nn.Module):
     def _controlled(self, learned: Budget) -> Budget:
         """The budgets the attack and the loss use: ``learned``, or a control's reallocation of it."""
         if self.reverse:
-            return reverse_allocation(learned)
+            return reverse_allocation(learned, self.reduction)
         if self.shuffle:
             return shuffle_allocation(learned)
         return learned

@@ -10,18 +10,19 @@ from __future__ import annotations
 import attrs
 import torch
 
-from ades_core.distributed import batch_mean
+from ades_core.batch_reduction import LOCAL, BatchReduction
 from ades_core.protocols import Budget
 
 
-def reverse_allocation(budget: Budget) -> Budget:
+def reverse_allocation(budget: Budget, reduction: BatchReduction = LOCAL) -> Budget:
     """The reversed control: each budget's deviation from the batch mean negated, same mean.
 
     ``eps_i' = 2 mean(eps) - eps_i``, clamped into ``[eps_min, eps_max]``
     (``sigma`` likewise). With the ``mean`` allocation the batch mean is
     ``eps_min + lam / 2``, so ``eps_i' = eps_min + eps_max - eps_i`` lies in the
     range without the clamp (``sigma_i' = 1 - sigma_i``, tested). The mean is
-    over the global batch under ``torchrun``.
+    ``reduction``'s (:mod:`ades_core.batch_reduction`): over the global batch
+    under ``torchrun``.
 
     Only the values are reversed: the gradient reaches each sample's learned
     budget unchanged (``d eps_i'/d eps_i`` is taken as 1), so an objective
@@ -30,10 +31,10 @@ def reverse_allocation(budget: Budget) -> Budget:
     reversed allocation of whatever the scheduler learns.
     """
     eps = budget.eps
-    flipped = (2 * batch_mean(eps.detach()) - eps.detach()).clamp(budget.eps_min, budget.eps_max)
+    flipped = (2 * reduction.mean(eps.detach()) - eps.detach()).clamp(budget.eps_min, budget.eps_max)
     sigma = budget.sigma
     if sigma is not None:
-        flipped_sigma = (2 * batch_mean(sigma.detach()) - sigma.detach()).clamp(0.0, 1.0)
+        flipped_sigma = (2 * reduction.mean(sigma.detach()) - sigma.detach()).clamp(0.0, 1.0)
         sigma = flipped_sigma + (sigma - sigma.detach())
     return attrs.evolve(budget, eps=flipped + (eps - eps.detach()), sigma=sigma)
 

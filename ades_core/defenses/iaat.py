@@ -44,7 +44,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ades_core.defenses.mma import scaled_step_pgd
-from ades_core.distributed import assign_by_index, unwrap_model
+from ades_core.batch_reduction import LOCAL, BatchReduction
+from ades_core.distributed import unwrap_model
 from ades_core.model_mode import autocast_for, eval_mode
 from ades_core.protocols import Budget, StepOutput
 
@@ -66,6 +67,9 @@ class InstanceAdaptiveAdversarialTraining(nn.Module):
         steps, alpha: PGD steps and smallest step size.
         num_samples: training-set size; ``idx`` passed to :meth:`step` lies in
             ``[0, num_samples)``.
+        reduction: writes the budgets by dataset index for the whole batch
+            (:meth:`~ades_core.batch_reduction.BatchReduction.assign`: every rank's
+            samples on every rank under ``torchrun``).
     """
 
     def __init__(
@@ -82,6 +86,7 @@ class InstanceAdaptiveAdversarialTraining(nn.Module):
         random_start: bool = True,
         autocast_dtype: torch.dtype | None = None,
         norm: str = "linf",
+        reduction: BatchReduction = LOCAL,
     ) -> None:
         super().__init__()
         if num_samples < 1:
@@ -92,6 +97,7 @@ class InstanceAdaptiveAdversarialTraining(nn.Module):
         if not 0.0 < beta <= 1.0:
             raise ValueError(f"iaat beta must lie in (0, 1], got {beta}")
         self.name = "iaat"
+        self.reduction = reduction
         self.eps = float(eps)
         self.warmup = int(warmup)
         self.gamma = float(gamma)
@@ -157,7 +163,7 @@ class InstanceAdaptiveAdversarialTraining(nn.Module):
         correct = clean_logits.argmax(1) == y
         eps = self.next_budgets(model, x, y, idx, correct)
         with torch.no_grad():
-            assign_by_index(self.budgets, idx, eps)
+            self.reduction.assign(self.budgets, idx, eps)
         x_adv = self.attack(model, x, y, eps)
         with autocast_for(x, self.autocast_dtype):
             logits = train_model(x_adv).float()
@@ -185,6 +191,7 @@ def iaat_defense(parts) -> InstanceAdaptiveAdversarialTraining:
         random_start=parts.attack_options.random_start,
         autocast_dtype=parts.autocast_dtype,
         norm=parts.attack_options.norm,
+        reduction=parts.reduction,
     )
 
 

@@ -34,6 +34,8 @@ from torch.nn import functional as F
 
 from ades_core.attacks.losses import kl_to_target
 from ades_core.config import TRAINING_LOSSES, ConfigError
+from ades_core.config.defense_options import KL_INNER_LOSSES
+from ades_core.config.rules import kl_inner_attack_loss
 from ades_core.protocols import BudgetedAttack, ReplaceableAttack
 
 
@@ -124,7 +126,9 @@ class TrainingLoss:
 
         Raises:
             ConfigError: ``trades`` with an attack that cannot maximise the KL
-                (not PGD), or with an attack loss other than ``ce``.
+                (not PGD), or with an attack loss other than ``ce`` (which the
+                config already refuses, :func:`~ades_core.config.rules.check_inner_attack_loss`;
+                checked again here for an attack built directly).
         """
         if self.name == "ce":
             return attack
@@ -136,11 +140,7 @@ class TrainingLoss:
                     f"attack; got {type(attack).__name__}",
                 )
             if attack.loss_name != "ce":
-                raise ConfigError(
-                    "attack.loss",
-                    f"the {self.name} inner attack maximises KL(p(x) || p(x')), so the attack loss "
-                    f"does not apply; leave it at ce, got {attack.loss_name!r}",
-                )
+                raise kl_inner_attack_loss(self.name, attack.loss_name)
             return attack.replace(loss=kl_to_target, start_noise=self.start_noise)
         return attack.replace(start_noise=self.start_noise) if isinstance(attack, ReplaceableAttack) else attack
 
@@ -163,6 +163,8 @@ TRAINING_LOSS_SPECS: dict[str, TrainingLoss] = {
 
 if set(TRAINING_LOSS_SPECS) != set(TRAINING_LOSSES):  # pragma: no cover - a developer's slip
     raise RuntimeError(f"training losses {sorted(TRAINING_LOSS_SPECS)} differ from {TRAINING_LOSSES}")
+if {n for n, spec in TRAINING_LOSS_SPECS.items() if spec.inner_kl} != set(KL_INNER_LOSSES):  # pragma: no cover
+    raise RuntimeError(f"the KL inner losses differ from {KL_INNER_LOSSES}")
 
 
 def training_loss(name: str) -> TrainingLoss:

@@ -61,7 +61,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ades_core.attacks.pgd import budget_column
-from ades_core.distributed import assign_by_index, unwrap_model
+from ades_core.batch_reduction import LOCAL, BatchReduction
+from ades_core.distributed import unwrap_model
 from ades_core.model_mode import autocast_for, eval_mode
 from ades_core.norms import NORMS
 from ades_core.protocols import Budget, StepOutput
@@ -160,6 +161,9 @@ class MaxMarginAdversarialTraining(nn.Module):
         random_start: AN-PGD starts at a random point of its ball.
         autocast_dtype: dtype of autocast for the forward passes, or ``None``.
         norm: ``linf`` or ``l2``: the norm of the margins.
+        reduction: writes the margins by dataset index for the whole batch
+            (:meth:`~ades_core.batch_reduction.BatchReduction.assign`: every rank's
+            samples on every rank under ``torchrun``).
     """
 
     def __init__(
@@ -175,6 +179,7 @@ class MaxMarginAdversarialTraining(nn.Module):
         autocast_dtype: torch.dtype | None = None,
         norm: str = "linf",
         margin: str = "hard",
+        reduction: BatchReduction = LOCAL,
     ) -> None:
         super().__init__()
         if margin not in MARGIN_TESTS:
@@ -190,6 +195,7 @@ class MaxMarginAdversarialTraining(nn.Module):
                 f"training-set size (build_defense(config, num_samples=N)), got {num_samples}"
             )
         self.name = "mma"
+        self.reduction = reduction
         self.max_eps = float(max_eps)
         self.norm = norm
         self.search_cap = min(limit, SEARCH_CAP_FACTOR * self.max_eps)
@@ -250,7 +256,7 @@ class MaxMarginAdversarialTraining(nn.Module):
         x_found, found = self.search_margin(model, x, y, self.search_start(idx))
         eps = torch.where(correct, found, torch.zeros_like(found))
         with torch.no_grad():
-            assign_by_index(self.margins, idx, eps)
+            self.reduction.assign(self.margins, idx, eps)
         model_input = torch.where(correct.view(-1, *([1] * (x.ndim - 1))), x_found, x)
         with autocast_for(x, self.autocast_dtype):
             logits = train_model(model_input).float()
@@ -281,6 +287,7 @@ def mma_defense(parts) -> MaxMarginAdversarialTraining:
         random_start=parts.attack_options.random_start,
         autocast_dtype=parts.autocast_dtype,
         norm=parts.attack_options.norm,
+        reduction=parts.reduction,
         margin=options.mma_margin,
     )
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from ades_core.distributed import active
+from ades_core.distributed import DistributedContext
 from ades_core.protocols import StepOutput
 
 _FIELDS = (
@@ -40,10 +40,12 @@ class EpochStats:
     Under ``torchrun`` the sums stay per rank; ``read`` and
     ``global_state_dict`` reduce them over all ranks (one SUM and one MIN
     all-reduce), so every rank reports the same metrics of the global batches.
-    Every rank must call them at the same steps.
+    Every rank must call them at the same steps. ``dist``: the run's context
+    (``None`` on one process).
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, dist: DistributedContext | None = None) -> None:
+        self.dist = dist
         self.sums = torch.zeros(len(_FIELDS), dtype=torch.float64, device=device)
         self.eps_min = torch.full((), math.inf, dtype=torch.float64, device=device)
         self.eps_max = torch.full((), -math.inf, dtype=torch.float64, device=device)
@@ -94,7 +96,7 @@ class EpochStats:
 
     def global_state_dict(self) -> dict[str, Tensor]:
         """:meth:`state_dict` summed (min/max for the extremes) over all ranks; the local one alone."""
-        ctx = active()
+        ctx = self.dist
         if ctx is None:
             return self.state_dict()
         extremes = torch.stack([self.eps_min, -self.eps_max, self.first_nonfinite])

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ades_core.distributed import average_gradients
+from ades_core.distributed import DistributedContext, average_gradients
 from ades_core.engine.nonfinite import StepGuard
 from ades_core.protocols import Defense, StepOutput
 
@@ -41,6 +41,7 @@ def training_step(
     grad_scaler: torch.amp.GradScaler | None,
     guard: StepGuard,
     averaged: list[nn.Parameter],
+    dist: DistributedContext | None = None,
 ) -> tuple[StepOutput, Tensor]:
     """One optimiser update on the defense's loss for the batch ``(x, y, idx)``.
 
@@ -55,6 +56,7 @@ def training_step(
         averaged: parameters whose gradients are averaged over ranks here
             (the defense's: DDP averages the model's in backward); empty on
             one process.
+        dist: the run's place under ``torchrun`` (``None`` on one process).
 
     Returns:
         the defense's :class:`StepOutput` and the step's 0-d bool finiteness
@@ -73,7 +75,7 @@ def training_step(
     # ades_core/schedulers/objectives.py), or added to the loss as J - J.detach()
     # (the target and lookahead objectives, in the defense's step)
     (out.loss if grad_scaler is None else grad_scaler.scale(out.loss)).backward()
-    average_gradients(averaged)
+    average_gradients(averaged, dist)
     finite = guard.finite(out.loss)
 
     # optimiser steps: the model's SGD, then the defense's Adam (through the loss scaler under fp16)

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ades_core.distributed import active
+from ades_core.distributed import DistributedContext
 from ades_core.engine.runfolder.atomic_files import append_jsonl, atomic_write, jsonl_line, read_jsonl
 from ades_core.engine.runfolder.layout import TELEMETRY_FILE
 from ades_core.engine.telemetry_stats import (  # noqa: F401  (re-exported: the statistics live there)
@@ -75,6 +75,8 @@ class BudgetTelemetry:
         scheduler: the defense's scheduler; when it is an ``nn.Module`` with
             parameters, their L2 norm is recorded each epoch.
         bins, sample_size: histogram bins and size of the fixed sample.
+        dist: the run's context under ``torchrun`` (each epoch's figures are summed
+            over its ranks), ``None`` on one process.
 
     The histogram range is fixed by the first budgets seen: ``[eps_min, eps_max]``
     of an adaptive budget (one that carries ``sigma``), ``[0, eps]`` of a fixed one.
@@ -89,10 +91,12 @@ class BudgetTelemetry:
         scheduler: Any = None,
         bins: int = HISTOGRAM_BINS,
         sample_size: int = SAMPLE_SIZE,
+        dist: DistributedContext | None = None,
     ) -> None:
         if num_samples < 1:
             raise ValueError(f"telemetry needs at least one training sample, got {num_samples}")
         self.num_samples = num_samples
+        self.dist = dist
         self.device = torch.device(device)
         self.bins = bins
         self.scheduler = scheduler
@@ -119,6 +123,7 @@ class BudgetTelemetry:
             setup.device,
             seed=setup.config.seed,
             scheduler=setup.defense.scheduler if isinstance(setup.defense, BudgetScheduled) else None,
+            dist=setup.dist,
         )
 
     # ------------------------------------------------------------ per step
@@ -169,7 +174,7 @@ class BudgetTelemetry:
     # ------------------------------------------------------------ per epoch
     def _global(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """This epoch's (eps, count, cues, targets) per sample, summed over ranks under torchrun."""
-        ctx = active()
+        ctx = self.dist
         if ctx is None:
             return self.eps, self.seen, self.cues, self.targets
         k = 0 if self.cues is None else self.cues.shape[1]

@@ -212,7 +212,7 @@ class Trainer:
         replays = replays_of(defense)
         if isinstance(defense, EpochAware):
             defense.start_epoch(epoch, setup.epochs)
-        stats = EpochStats(setup.device)
+        stats = EpochStats(setup.device, self.dist)
         done, seconds_before = 0, 0.0
         if resumed is not None and resumed.position.step:
             done, seconds_before = resumed.position.step, resumed.epoch_seconds
@@ -251,7 +251,7 @@ class Trainer:
         if self.dist is not None:
             # without SyncBatchNorm each rank's BN statistics drifted with its own batches:
             # take rank 0's, so evaluation and the saved model are the same on every rank
-            broadcast_module(setup.model, buffers_only=True)
+            broadcast_module(setup.model, self.dist, buffers_only=True)
         if not setup.lr_per_iteration:
             setup.lr_schedule.step()
         bar.remove_task(task)
@@ -274,6 +274,7 @@ class Trainer:
         return training_step(
             model, setup.defense, x, y, idx,
             optimizers=optimizers, grad_scaler=setup.grad_scaler, guard=self.guard, averaged=defense_params,
+            dist=self.dist,
         )
 
     def _stop_if_nonfinite(self, live: dict[str, Any], epoch: int) -> None:

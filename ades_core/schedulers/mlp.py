@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ades_core.config import BudgetConfig, SchedulerOptions
-from ades_core.distributed import batch_mean
+from ades_core.batch_reduction import LOCAL, BatchReduction
 from ades_core.errors import InputError
 from ades_core.protocols import Budget, Cues
 from ades_core.registries import SCHEDULERS
@@ -20,18 +20,20 @@ QUANTILE_MOMENTUM = 0.1
 """Weight of each batch's measured quantiles in their running average (about 10 batches of memory)."""
 
 
-def centre_sigma(raw: torch.Tensor) -> torch.Tensor:
+def centre_sigma(raw: torch.Tensor, reduction: BatchReduction = LOCAL) -> torch.Tensor:
     """Hold the batch mean of sigma at exactly 0.5, with nothing to clip.
 
     ``sigma_i = 0.5 + 0.5 * (s_i - mean(s))`` for ``s`` in (0, 1): the result
     lies in (0, 1) for every input, its batch mean is 0.5, and only the
     allocation across samples is learned (``(B,)`` -> ``(B,)``).
 
-    Under ``torchrun`` the mean is over the global batch
-    (:func:`ades_core.distributed.batch_mean`: an all-reduce of the local sums
-    and counts whose backward is exact), so the global mean of sigma is 0.5.
+    The mean is ``reduction.mean``: over ``raw`` itself
+    (:data:`~ades_core.batch_reduction.LOCAL`), or under ``torchrun`` over the
+    global batch (:class:`~ades_core.batch_reduction.RankReduction`: an
+    all-reduce of the local sums and counts whose backward is exact), so the
+    global mean of sigma is 0.5.
     """
-    return 0.5 + 0.5 * (raw - batch_mean(raw))
+    return 0.5 + 0.5 * (raw - reduction.mean(raw))
 
 
 def batch_ranks(score: Tensor) -> Tensor:
@@ -70,6 +72,11 @@ class MLPScheduler(nn.Module):
             starts at 0). The default 1e-2 starts sigma at about 0.5 for every
             sample; 0 starts it at exactly 0.5; larger values start with a
             spread (the hidden layer keeps PyTorch's default initialisation).
+
+    The ``mean`` and ``quantile`` allocations centre sigma with the mean of
+    the batch the cues describe, through ``cues.reduction`` (the global batch
+    under ``torchrun``, :mod:`ades_core.batch_reduction`); the ranks and the
+    quantile table of ``quantile`` are each rank's own.
     """
 
     def __init__(
@@ -136,8 +143,8 @@ class MLPScheduler(nn.Module):
         raw = torch.sigmoid(self.net(values.to(first.dtype)).squeeze(1).float())
         if self.allocation == "quantile":
             quantile = interpolate_quantiles(self.target_quantiles, batch_ranks(raw))
-            return Budget.from_sigma(centre_sigma(quantile), self.eps_min, self.eps_max, score=raw)
-        sigma = centre_sigma(raw) if self.allocation == "mean" else raw
+            return Budget.from_sigma(centre_sigma(quantile, cues.reduction), self.eps_min, self.eps_max, score=raw)
+        sigma = centre_sigma(raw, cues.reduction) if self.allocation == "mean" else raw
         return Budget.from_sigma(sigma, self.eps_min, self.eps_max)
 
 

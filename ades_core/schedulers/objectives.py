@@ -35,6 +35,12 @@ with ``s_i = (eps_i - eps_min) / lam``:
 
 ``rho`` is ``SchedulerOptions.target_loss``, or by default the median of the
 batch's detached adversarial losses (so half the batch is below it).
+
+The batch figures (the ``rms`` normalisation, the median ``rho``, the
+``penalty``'s mean budget) are taken through the objective's
+:class:`~ades_core.batch_reduction.BatchReduction` (``reduction=``, the
+builder's; :data:`~ades_core.batch_reduction.LOCAL` by default): over the
+global batch under ``torchrun``.
 """
 
 from __future__ import annotations
@@ -45,8 +51,9 @@ import attrs
 import torch
 from torch import Tensor
 
-from ades_core.config import BudgetConfig, ConfigError, SchedulerOptions
-from ades_core.distributed import batch_gather, batch_mean
+from ades_core.config import BudgetConfig, SchedulerOptions
+from ades_core.config.rules import grad_norm_with_target_fit
+from ades_core.batch_reduction import LOCAL, BatchReduction
 from ades_core.errors import InputError
 from ades_core.protocols import TargetFitting
 from ades_core.registries import SCHEDULER_OBJECTIVES
@@ -58,7 +65,9 @@ GRAD_NORMS = ("none", "rms")
 @runtime_checkable
 class SchedulerObjective(Protocol):
     """Contract of a scheduler objective (``SCHEDULER_OBJECTIVES`` factories
-    take ``(options: SchedulerOptions, *, budget: BudgetConfig)`` and return one).
+    take ``(options: SchedulerOptions, *, budget: BudgetConfig)``, and
+    ``reduction: BatchReduction`` when their record says ``reduces_batch``,
+    and return one).
 
     ``allocation``: ``free`` or ``mean`` (see the module docstring).
     ``eps_grad(grad, eps, per_sample_loss)``: all ``(B,)``, detached, on one
@@ -115,9 +124,10 @@ def attach_objective(objective: SchedulerObjective, eps: Tensor, per_sample_loss
     eps.register_hook(reshape)
 
 
-def rms_normalised(values: Tensor) -> Tensor:
-    """``values / sqrt(mean(values^2))`` for ``(B,)`` values (zeros stay zeros)."""
-    rms = batch_mean(values.detach().square()).sqrt()  # over the global batch under torchrun
+def rms_normalised(values: Tensor, reduction: BatchReduction = LOCAL) -> Tensor:
+    """``values / sqrt(mean(values^2))`` for ``(B,)`` values (zeros stay zeros); the mean is
+    ``reduction``'s (the global batch's under ``torchrun``)."""
+    rms = reduction.mean(values.detach().square()).sqrt()
     return torch.where(rms > 0, values / torch.where(rms > 0, rms, torch.ones_like(rms)), values)
 
 
@@ -131,32 +141,38 @@ class GradNormalised:
     """
 
     objective: SchedulerObjective
+    reduction: BatchReduction = LOCAL
 
     @property
     def allocation(self) -> str:
         return self.objective.allocation
 
     def eps_grad(self, grad: Tensor, eps: Tensor, per_sample_loss: Tensor) -> Tensor:
-        return rms_normalised(self.objective.eps_grad(grad, eps, per_sample_loss))
+        return rms_normalised(self.objective.eps_grad(grad, eps, per_sample_loss), self.reduction)
 
 
-def with_grad_norm(objective: SchedulerObjective, grad_norm: str) -> SchedulerObjective:
-    """``objective`` as it is (``none``) or wrapped in :class:`GradNormalised` (``rms``)."""
+def with_grad_norm(
+    objective: SchedulerObjective, grad_norm: str, reduction: BatchReduction = LOCAL
+) -> SchedulerObjective:
+    """``objective`` as it is (``none``) or wrapped in :class:`GradNormalised` (``rms``, its RMS
+    taken through ``reduction``).
+
+    The config refuses ``rms`` with an objective registered ``fits_target``
+    (:func:`~ades_core.config.rules.check_scheduler`); an objective built
+    directly that fits a target is refused here with the same line.
+    """
     if grad_norm not in GRAD_NORMS:
         raise ValueError(f"grad_norm {grad_norm!r} is not one of: {', '.join(GRAD_NORMS)}")
     if grad_norm != "none" and isinstance(objective, TargetFitting):
-        raise ConfigError(
-            "scheduler.grad_norm",
-            "rescales the envelope gradient dL/d eps; the target objective learns from its own fit "
-            "loss, not from it (leave --scheduler-grad-norm at none)",
-        )
-    return objective if grad_norm == "none" else GradNormalised(objective)
+        raise grad_norm_with_target_fit()
+    return objective if grad_norm == "none" else GradNormalised(objective, reduction)
 
 
-def _loss_level(per_sample_loss: Tensor, target: float | None) -> Tensor:
-    """``rho``: the given level, or the batch median of the losses (0-d, on their device)."""
+def _loss_level(per_sample_loss: Tensor, target: float | None, reduction: BatchReduction = LOCAL) -> Tensor:
+    """``rho``: the given level, or the median of the batch's losses (``reduction``'s batch:
+    the global one under ``torchrun``), 0-d, on their device."""
     if target is None:
-        return batch_gather(per_sample_loss).median()  # over the global batch under torchrun
+        return reduction.gather(per_sample_loss).median()
     return per_sample_loss.new_tensor(target)
 
 
@@ -186,9 +202,10 @@ class MeanPenalty:
     lam: float
     weight: float
     allocation: str = "free"
+    reduction: BatchReduction = attrs.field(default=LOCAL, kw_only=True)
 
     def eps_grad(self, grad: Tensor, eps: Tensor, per_sample_loss: Tensor) -> Tensor:
-        excess = batch_mean((eps - self.eps_min) / self.lam) - 0.5  # the global batch's mean budget
+        excess = self.reduction.mean((eps - self.eps_min) / self.lam) - 0.5  # the batch's mean budget
         return -grad + self.weight * excess / self.lam
 
 
@@ -206,9 +223,10 @@ class LossTarget:
 
     target: float | None = None
     allocation: str = "mean"
+    reduction: BatchReduction = attrs.field(default=LOCAL, kw_only=True)
 
     def eps_grad(self, grad: Tensor, eps: Tensor, per_sample_loss: Tensor) -> Tensor:
-        return (per_sample_loss - _loss_level(per_sample_loss, self.target)) * grad
+        return (per_sample_loss - _loss_level(per_sample_loss, self.target, self.reduction)) * grad
 
 
 @attrs.frozen
@@ -223,16 +241,31 @@ class SaturatingGain:
 
     target: float | None = None
     allocation: str = "mean"
+    reduction: BatchReduction = attrs.field(default=LOCAL, kw_only=True)
 
     def eps_grad(self, grad: Tensor, eps: Tensor, per_sample_loss: Tensor) -> Tensor:
-        below = per_sample_loss < _loss_level(per_sample_loss, self.target)
+        below = per_sample_loss < _loss_level(per_sample_loss, self.target, self.reduction)
         return torch.where(below, -grad, torch.zeros_like(grad))
 
 
-def _mean_penalty(options: SchedulerOptions, *, budget: BudgetConfig) -> MeanPenalty:
+def _mean_penalty(
+    options: SchedulerOptions, *, budget: BudgetConfig, reduction: BatchReduction = LOCAL
+) -> MeanPenalty:
     if budget.lam <= 0:
         raise InputError("the penalty objective needs lam > 0 (a budget range to hold the mean in)")
-    return MeanPenalty(budget.eps_min, budget.lam, options.penalty)
+    return MeanPenalty(budget.eps_min, budget.lam, options.penalty, reduction=reduction)
+
+
+def _loss_target(
+    options: SchedulerOptions, *, budget: BudgetConfig, reduction: BatchReduction = LOCAL
+) -> LossTarget:
+    return LossTarget(options.target_loss, reduction=reduction)
+
+
+def _saturating(
+    options: SchedulerOptions, *, budget: BudgetConfig, reduction: BatchReduction = LOCAL
+) -> SaturatingGain:
+    return SaturatingGain(options.target_loss, reduction=reduction)
 
 
 SCHEDULER_OBJECTIVES.register(
@@ -255,15 +288,18 @@ SCHEDULER_OBJECTIVES.register(
     "penalty",
     _mean_penalty,
     description="free budget; ascend the loss, quadratic pull of the mean to eps_min + lam/2",
+    reduces_batch=True,
 )
 SCHEDULER_OBJECTIVES.register(
     "loss-target",
-    lambda options, *, budget: LossTarget(options.target_loss),
+    _loss_target,
     description="fixed mean budget; raise eps while the loss is below rho, lower it above",
     paper="after SAAT's loss target; see docs/scheduler.md",
+    reduces_batch=True,
 )
 SCHEDULER_OBJECTIVES.register(
     "saturating",
-    lambda options, *, budget: SaturatingGain(options.target_loss),
+    _saturating,
     description="fixed mean budget; maximise sum min(L, rho): budget to samples below rho",
+    reduces_batch=True,
 )

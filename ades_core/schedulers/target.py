@@ -59,7 +59,7 @@ import torch
 from torch import Tensor
 
 from ades_core.config import BudgetConfig, SchedulerOptions
-from ades_core.distributed import batch_mean, batch_total
+from ades_core.batch_reduction import LOCAL, BatchReduction
 from ades_core.errors import InputError
 from ades_core.registries import SCHEDULER_OBJECTIVES
 
@@ -82,12 +82,15 @@ class RobustnessTargetFit:
             centred) or ``quantile`` (``target-quantile``: the scheduler fits its
             raw output and allocates the running quantiles of the measured
             targets by that output's rank; see the module docstring).
+        reduction: the batch's reduction for the deviations' batch means
+            (:mod:`ades_core.batch_reduction`; the global batch under ``torchrun``).
     """
 
     eps_min: float
     lam: float
     holdout_every: int = HOLDOUT_EVERY
     allocation: str = attrs.field(default="mean", validator=attrs.validators.in_(("mean", "quantile")))
+    reduction: BatchReduction = attrs.field(default=LOCAL, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         if not self.lam > 0:
@@ -118,14 +121,16 @@ class RobustnessTargetFit:
     def deviations(self, sigma: Tensor, target_sigma: Tensor, held_out: Tensor) -> tuple[Tensor, Tensor]:
         """``(prediction, target)`` deviations ``(B,)`` from their batch means.
 
-        ``prediction = sigma - mean_B(sigma)`` (over the global batch, with
-        sigma's graph); ``target = s - mean(s)`` over the fitted samples
-        (detached; 0 for all if none is fitted).
+        ``prediction = sigma - mean_B(sigma)`` (with sigma's graph);
+        ``target = s - mean(s)`` over the fitted samples (detached; 0 for all
+        if none is fitted). The means are over :attr:`reduction`'s batch (the
+        global one under ``torchrun``).
         """
+        reduction = self.reduction
         fitted = (~held_out).to(target_sigma.dtype)
-        count = batch_total(fitted).clamp(min=1.0)  # over the global batch under torchrun
-        target_mean = batch_total(target_sigma * fitted) / count
-        return sigma - batch_mean(sigma), (target_sigma - target_mean).detach()
+        count = reduction.total(fitted).clamp(min=1.0)
+        target_mean = reduction.total(target_sigma * fitted) / count
+        return sigma - reduction.mean(sigma), (target_sigma - target_mean).detach()
 
     def fit_loss(self, sigma: Tensor, target_sigma: Tensor, held_out: Tensor) -> Tensor:
         """``J`` (0-d): half the squared error of the deviations, summed over the fitted samples / B."""
@@ -134,12 +139,16 @@ class RobustnessTargetFit:
         return ((prediction - target).square() * fitted).sum() / (2 * sigma.shape[0])
 
 
-def _target_fit(options: SchedulerOptions, *, budget: BudgetConfig) -> RobustnessTargetFit:
-    return RobustnessTargetFit(budget.eps_min, budget.lam)
+def _target_fit(
+    options: SchedulerOptions, *, budget: BudgetConfig, reduction: BatchReduction = LOCAL
+) -> RobustnessTargetFit:
+    return RobustnessTargetFit(budget.eps_min, budget.lam, reduction=reduction)
 
 
-def _target_quantile_fit(options: SchedulerOptions, *, budget: BudgetConfig) -> RobustnessTargetFit:
-    return RobustnessTargetFit(budget.eps_min, budget.lam, allocation="quantile")
+def _target_quantile_fit(
+    options: SchedulerOptions, *, budget: BudgetConfig, reduction: BatchReduction = LOCAL
+) -> RobustnessTargetFit:
+    return RobustnessTargetFit(budget.eps_min, budget.lam, allocation="quantile", reduction=reduction)
 
 
 SCHEDULER_OBJECTIVES.register(
@@ -148,6 +157,8 @@ SCHEDULER_OBJECTIVES.register(
     description="fixed mean budget; fit sigma to each sample's breaking radius, read from PGD's iterates",
     paper="amortised per-sample search (after IAAT, MMA); see docs/scheduler.md",
     lr=TARGET_LR,
+    fits_target=True,
+    reduces_batch=True,
 )
 
 SCHEDULER_OBJECTIVES.register(
@@ -157,4 +168,6 @@ SCHEDULER_OBJECTIVES.register(
     "of sigma fitted to each sample's radius (the default)",
     paper="amortised per-sample search (after IAAT, MMA); see docs/scheduler.md",
     lr=TARGET_LR,
+    fits_target=True,
+    reduces_batch=True,
 )

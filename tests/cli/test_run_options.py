@@ -40,7 +40,10 @@ TEXT_VALUES = {
 }  # fmt: skip
 """A valid value, other than the default, of each option whose value is free text."""
 
-COMPANIONS = {"early_stop_drop": ["--val-split", "10"]}
+COMPANIONS = {
+    "early_stop_drop": ["--val-split", "10"],
+    "scheduler_grad_norm": ["--scheduler-objective", "allocate-min"],  # the default target fit refuses rms
+}
 """Options a rule across fields requires beside an option (an early stop needs a validation split)."""
 
 

@@ -81,3 +81,58 @@ def test_the_cli_refuses_awp_with_static_des_before_any_data_is_read(tmp_path, m
         "Error: --awp: AWP does not combine with defense 'static-des'; it combines with: ades, mart, pgd-at, trades"
     ], result.output
     assert not missing.exists() and not (tmp_path / "run").exists()
+
+
+# regressions: these two used to fail only inside the builder (with_grad_norm, TRADES's inner attack)
+GRAD_NORM_REFUSAL = (
+    "scheduler.grad_norm: rescales the envelope gradient dL/d eps; the target objective learns from its own "
+    "fit loss, not from it (leave --scheduler-grad-norm at none)"
+)
+
+
+@pytest.mark.parametrize("objective", ["target", "target-quantile"])
+def test_grad_norm_rms_with_a_target_objective_fails_at_construction(objective):
+    with pytest.raises(ConfigError) as error:
+        RunConfig(defense="ades", scheduler={"objective": objective, "grad_norm": "rms"})
+    assert str(error.value) == GRAD_NORM_REFUSAL
+    RunConfig(defense="ades", scheduler={"objective": "allocate-min", "grad_norm": "rms"})  # envelope: fine
+    RunConfig(defense="pgd-at", scheduler={"objective": objective, "grad_norm": "rms"})  # nothing learned
+
+
+def test_a_plugin_objective_that_fits_a_target_declares_it_and_gets_the_rule():
+    from ades_core.registries import SCHEDULER_OBJECTIVES
+
+    SCHEDULER_OBJECTIVES.register("plugin-fit", object, source="ades-fake==1.0", fits_target=True)
+    try:
+        with pytest.raises(ConfigError, match="^scheduler.grad_norm: "):
+            RunConfig(defense="ades", scheduler={"objective": "plugin-fit", "grad_norm": "rms"})
+    finally:
+        SCHEDULER_OBJECTIVES.unregister("plugin-fit")
+
+
+@pytest.mark.parametrize(
+    ("defense", "options"), [("trades", {}), ("pgd-at", {"loss": "trades"}), ("ades", {"loss": "trades"})]
+)
+def test_an_attack_loss_the_trades_kl_inner_attack_ignores_fails_at_construction(defense, options):
+    with pytest.raises(ConfigError) as error:
+        RunConfig(defense=defense, defense_options=options, attack={"loss": "cw"})
+    assert str(error.value) == (
+        "attack.loss: the trades inner attack maximises KL(p(x) || p(x')), so the attack loss does not apply; "
+        "leave it at ce, got 'cw'"
+    )
+    RunConfig(defense="mart", attack={"loss": "cw"})  # MART's inner attack is the configured PGD
+
+
+def test_the_cli_refuses_grad_norm_with_the_target_objective_before_any_data_is_read(tmp_path, monkeypatch):
+    import ades_core.builder
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data were loaded for a config that should have been refused")
+
+    monkeypatch.setattr(ades_core.builder, "load_datasets", no_data)
+    args = ["run", "--defense", "ades", "--scheduler-objective", "target", "--scheduler-grad-norm", "rms",
+            "--dataset", "imagefolder", "--data-dir", str(tmp_path / "none"), "--no-download",
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code != 0 and "rescales the envelope gradient" in result.output, result.output
+    assert not (tmp_path / "run").exists()

@@ -347,6 +347,7 @@ def test_bad_scheduler_knobs_fail_naming_the_field(field, value, message):
 def test_scheduler_knobs_map_to_their_cli_options():
     options = {
         "scheduler_init_std": 0.1,
+        "scheduler_objective": "allocate-min",  # the default (target-quantile) refuses grad_norm rms
         "scheduler_grad_norm": "rms",
         "scheduler_target_loss": 2.0,
         "scheduler_penalty": 10.0,

@@ -3,7 +3,8 @@
 Two gloo ranks each hold half of one batch; the RMS normalisation, the
 median loss level (rho), the penalty's mean budget and the ``target`` fit's
 target mean must come out as a single process computes them on the whole
-batch (they used to be each rank's own).
+batch (they used to be each rank's own). Each rank hands its components the
+reduction of its context explicitly (``batch_reduction(ctx)``), as the builder does.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 import torch.multiprocessing as mp
 
 from ades_core import distributed
+from ades_core.batch_reduction import LOCAL, BatchReduction, batch_reduction
 from ades_core.config import BudgetConfig, SchedulerOptions
 from ades_core.registries import SCHEDULER_OBJECTIVES
 from ades_core.schedulers.objectives import _loss_level, rms_normalised
@@ -38,13 +40,15 @@ def _batch() -> dict[str, torch.Tensor]:
     }
 
 
-def _figures(part: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    penalty = SCHEDULER_OBJECTIVES.build("penalty", SchedulerOptions(objective="penalty"), budget=BudgetConfig())
-    fit = RobustnessTargetFit(EPS_MIN, LAM)
+def _figures(part: dict[str, torch.Tensor], reduction: BatchReduction = LOCAL) -> dict[str, torch.Tensor]:
+    penalty = SCHEDULER_OBJECTIVES.build(
+        "penalty", SchedulerOptions(objective="penalty"), budget=BudgetConfig(), reduction=reduction
+    )
+    fit = RobustnessTargetFit(EPS_MIN, LAM, reduction=reduction)
     _, target_deviation = fit.deviations(part["sigma"], part["target"], part["held_out"])
     return {
-        "rms": rms_normalised(part["values"]),
-        "rho": _loss_level(part["loss"], None).reshape(1),
+        "rms": rms_normalised(part["values"], reduction),
+        "rho": _loss_level(part["loss"], None, reduction).reshape(1),
         "penalty": penalty.eps_grad(part["grad"], part["eps"], part["loss"]),
         "target_deviation": target_deviation,
     }
@@ -52,10 +56,10 @@ def _figures(part: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _rank(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
-    distributed.init_from_env("cpu")
+    ctx = distributed.init_from_env("cpu")
     try:
         half = slice(rank * BATCH // 2, (rank + 1) * BATCH // 2)
-        figures = _figures({k: v[half] for k, v in _batch().items()})
+        figures = _figures({k: v[half] for k, v in _batch().items()}, batch_reduction(ctx))
         torch.save(figures, f"{out}/rank{rank}.pt")
     finally:
         distributed.shutdown()

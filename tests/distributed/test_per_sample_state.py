@@ -4,6 +4,7 @@ Under ``torchrun`` each rank sees different samples of the global batch; an
 update written only into the rank's own copy would leave every other rank
 with stale entries. ``assign_by_index`` shares each update, so after a step
 every rank holds what one process holding the whole global batch would.
+The rank's reduction is handed over explicitly (``batch_reduction(ctx)``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from ades_core.distributed import assign_by_index, init_from_env, shutdown
+from ades_core.batch_reduction import LOCAL, batch_reduction
+from ades_core.distributed import init_from_env, shutdown
 
 pytestmark = pytest.mark.slow
 
@@ -31,10 +33,10 @@ def _worker(rank: int, port: int, result_dir: str) -> None:
     os.environ.update(
         RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
-    init_from_env("cpu")
+    ctx = init_from_env("cpu")
     try:
         buffer = torch.full((N,), -1.0)
-        assign_by_index(buffer, torch.tensor(RANK_IDX[rank]), _values(rank))
+        batch_reduction(ctx).assign(buffer, torch.tensor(RANK_IDX[rank]), _values(rank))
         torch.save(buffer, os.path.join(result_dir, f"rank{rank}.pt"))
     finally:
         shutdown()
@@ -59,5 +61,5 @@ def test_every_rank_holds_every_ranks_updates(tmp_path):
 
 def test_one_process_assigns_directly():
     buffer = torch.zeros(4)
-    assign_by_index(buffer, torch.tensor([2, 0]), torch.tensor([5.0, 7.0], dtype=torch.float64))
+    LOCAL.assign(buffer, torch.tensor([2, 0]), torch.tensor([5.0, 7.0], dtype=torch.float64))
     assert buffer.tolist() == [7.0, 0.0, 5.0, 0.0] and buffer.dtype == torch.float32
