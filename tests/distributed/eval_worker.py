@@ -4,7 +4,7 @@ Run on every rank (started by torchrun or directly with RANK/WORLD_SIZE set):
 ``python eval_worker.py RUN OUT [ades eval options]``. The attack is PGD-2,
 registered as ``test-worker-attack``; environment variables change it:
 
-* ``ADES_TEST_FAIL_RANK=R``: rank R raises a user error (``ValueError``) at its first batch;
+* ``ADES_TEST_FAIL_RANK=R``: rank R raises a user error (:class:`~ades_core.errors.InputError`) at its first batch;
 * ``ADES_TEST_STOP_AT=K``: every rank raises ``KeyboardInterrupt`` at its batch K (0-based), as
   Ctrl-C would;
 * ``ADES_TEST_CALLS=DIR``: each rank writes how many batches it attacked to ``DIR/rank<R>``.
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ades_cli.main import cli
+from ades_core.errors import InputError
 from ades_core.evaluation import resolve_attack
 from ades_core.registries import ATTACKS
 
@@ -39,7 +40,7 @@ def _make(options, **kwargs):
     def attack(model, x, y, eps):
         failing = os.environ.get("ADES_TEST_FAIL_RANK")
         if failing is not None and failing == os.environ.get("RANK"):
-            raise ValueError(f"rank {os.environ['RANK']} cannot attack this batch")
+            raise InputError(f"rank {os.environ['RANK']} cannot attack this batch")
         if os.environ.get("ADES_TEST_STOP_AT") == str(CALLS["n"]):
             _record_calls()
             raise KeyboardInterrupt
