@@ -25,9 +25,8 @@ from ades_core import RunConfig, build
 from ades_core.attacks import PGD
 from ades_core.backbones import create_classifier
 from ades_core.builder import native_bf16
-from ades_core.engine.stats import EpochStats
-from ades_core.engine.trainer import Trainer
 from ades_core.registries import DEFENSES
+from tests.training_loop import train_steps
 from tests.cuda.gpu import CUDA_TESTS, image_folder, sync_is_an_error, tiny_run_config
 
 pytestmark = CUDA_TESTS
@@ -54,21 +53,7 @@ def test_training_steps_make_no_host_device_sync(defense, precision, on_nonfinit
     amp, dtype = PRECISIONS[precision]
     _needs(dtype)
     setup = build(RunConfig.from_dict(tiny_run_config(data_dir, defense=defense, amp=amp, on_nonfinite=on_nonfinite)))
-    trainer = Trainer(setup, progress=False)
-    setup.train_loader.set_epoch(0)
-    start_epoch = getattr(setup.defense, "start_epoch", None)
-    if start_epoch is not None:
-        start_epoch(0, setup.epochs)
-    stats = EpochStats(setup.device)
-    batches = iter(setup.train_loader)
-    setup.train_model.train()
-    x, y, idx = next(batches)
-    trainer._update(setup.train_model, x, y, idx, [])  # warm-up: lazy optimiser state, cuDNN, the epoch order
-    with sync_is_an_error():
-        for step, (x, y, idx) in enumerate(batches, start=2):
-            out, finite = trainer._update(setup.train_model, x, y, idx, [])
-            stats.update(out, y, finite, step)
-            trainer.telemetry.update(out, idx, finite)
+    stats = train_steps(setup, sync_is_an_error())
     assert stats.read()["samples"] == len(setup.train_loader.labels) - 8  # read after the mode is off
 
 

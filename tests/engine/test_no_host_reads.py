@@ -14,12 +14,11 @@ import torch
 
 from ades_core import RunConfig, build
 from ades_core.attacks import PGD
-from ades_core.engine.stats import EpochStats
-from ades_core.engine.trainer import Trainer
 from ades_core.registries import DEFENSES
 from tests.cli.tiny_runs import write_images
 from tests.host_reads import HostReadProbe, no_host_reads
 from tests.tiny_models import DropoutBNNet
+from tests.training_loop import train_steps
 
 CPU_ADAM = "torch/optim/"
 """Adam on the CPU reads its step count on the host (``capturable=False``). On CUDA the
@@ -41,35 +40,15 @@ def _setup(image_folder, defense: str, on_nonfinite: str = "stop"):
     }))  # fmt: skip
 
 
-def _train_steps(setup, steps_in_probe: int, probe_context) -> None:
-    """One warm-up step (lazy optimiser state, the loader's per-epoch order), then ``steps_in_probe`` steps
-    inside ``probe_context``, as the trainer's loop makes them."""
-    trainer = Trainer(setup, progress=False)
-    setup.train_loader.set_epoch(0)
-    start_epoch = getattr(setup.defense, "start_epoch", None)
-    if start_epoch is not None:
-        start_epoch(0, setup.epochs)
-    stats = EpochStats(setup.device)
-    batches = iter(setup.train_loader)
-    setup.train_model.train()
-    x, y, idx = next(batches)
-    trainer._update(setup.train_model, x, y, idx, [])
-    with probe_context:
-        for step, (x, y, idx) in zip(range(2, 2 + steps_in_probe), batches):
-            out, finite = trainer._update(setup.train_model, x, y, idx, [])
-            stats.update(out, y, finite, step)
-            trainer.telemetry.update(out, idx, finite)
-
-
 @pytest.mark.slow  # 3-15 s each on 2 busy cores: the probe runs every operation through Python
 @pytest.mark.parametrize("defense", DEFENSES.names())
 def test_a_training_step_of_every_defense_reads_nothing_on_the_host(image_folder, defense):
-    _train_steps(_setup(image_folder, defense), 2, no_host_reads(allow=(CPU_ADAM,)))
+    train_steps(_setup(image_folder, defense), no_host_reads(allow=(CPU_ADAM,)), steps=2)
 
 
 @pytest.mark.slow
 def test_a_skipping_step_undoes_itself_without_reading_on_the_host(image_folder):
-    _train_steps(_setup(image_folder, "ades", on_nonfinite="skip"), 2, no_host_reads(allow=(CPU_ADAM,)))
+    train_steps(_setup(image_folder, "ades", on_nonfinite="skip"), no_host_reads(allow=(CPU_ADAM,)), steps=2)
 
 
 @pytest.mark.parametrize("keep_broken", [False, True], ids=["training", "evaluation"])
