@@ -120,6 +120,7 @@ def test_the_package_has_no_import_cycle():
     assert cycles(graph) == []
 
 
+@pytest.mark.slow  # two fresh interpreters importing every module: seconds each
 @pytest.mark.parametrize("order", ["sorted", "reversed"])
 def test_every_module_imports_in_a_fresh_interpreter_in_either_order(order):
     names = sorted(name for name in _modules() if not name.endswith("__main__"))  # __main__ runs the CLI

@@ -21,6 +21,10 @@ from ades_core.backbones import (
 from ades_core.registry import RegistryError
 
 ADES_NAMES = timm.list_models("ades_*")
+# The two wide ResNets (36M and 46M parameters) take seconds each to build and run on a CPU:
+# their cases run with the slow set (`pytest -m slow`), the others in the fast one.
+WIDE = {"ades_wrn28_10", "ades_wrn34_10"}
+ADES_CASES = [pytest.param(name, marks=pytest.mark.slow) if name in WIDE else name for name in ADES_NAMES]
 
 
 @functools.lru_cache(maxsize=None)
@@ -46,7 +50,7 @@ def test_ades_backbones_are_registered_in_timm():
     assert ades_backbone_names() == sorted(ADES_NAMES)
 
 
-@pytest.mark.parametrize("name", ADES_NAMES)
+@pytest.mark.parametrize("name", ADES_CASES)
 def test_forward_shape_and_finite_gradients(name):
     model = _model(name).train()
     model.zero_grad(set_to_none=True)
@@ -60,7 +64,7 @@ def test_forward_shape_and_finite_gradients(name):
     model.zero_grad(set_to_none=True)
 
 
-@pytest.mark.parametrize("name", ADES_NAMES)
+@pytest.mark.parametrize("name", ADES_CASES)
 def test_forward_is_head_of_features_and_classifier_of_pre_logits(name):
     model = _model(name).eval()
     x = _images()
@@ -85,7 +89,7 @@ def test_pre_logits_come_before_the_final_dropout(name):
     assert not torch.equal(model.forward_head(features), model.get_classifier()(first))
 
 
-@pytest.mark.parametrize("name", ADES_NAMES)
+@pytest.mark.parametrize("name", ADES_CASES)
 def test_reset_classifier_changes_the_number_of_logits(name):
     model = _model(name)
     classifier = model.get_classifier()
@@ -97,7 +101,7 @@ def test_reset_classifier_changes_the_number_of_logits(name):
         model.fc, model.num_classes = classifier, 10
 
 
-@pytest.mark.parametrize("name", ADES_NAMES)
+@pytest.mark.parametrize("name", ADES_CASES)
 def test_default_cfg_is_cifar(name):
     cfg = _model(name).pretrained_cfg
     assert cfg["input_size"] == (3, 32, 32)
@@ -106,7 +110,7 @@ def test_default_cfg_is_cifar(name):
     assert not cfg.get("url") and not cfg.get("hf_hub_id")
 
 
-@pytest.mark.parametrize("name", ADES_NAMES)
+@pytest.mark.parametrize("name", ADES_CASES)
 def test_no_pretrained_weights(name):
     with pytest.raises(ValueError, match="no pretrained weights"):
         timm.create_model(name, pretrained=True)

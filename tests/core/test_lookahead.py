@@ -103,7 +103,7 @@ def test_the_score_reaches_the_scheduler_on_the_step_after_a_kept_batch_and_the_
     assert received == [False, True, False, True]
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(st.integers(0, 2**16), st.floats(1e-3, 0.5))
 def test_budgets_stay_in_range_with_the_mean_held_while_learning(seed, lr):
     torch.manual_seed(seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ades_core import RunConfig, build, build_defense
@@ -23,6 +24,7 @@ def test_an_ades_step_under_bf16_autocast_keeps_budgets_and_gradients_finite():
     assert all(p.grad is not None for p in defense.parameters())
 
 
+@pytest.mark.slow  # a real run: data loading, one epoch, a held-out check
 def test_a_short_bf16_run_trains_on_real_images(tmp_path, cifar10_dir):
     config = RunConfig.from_dict(
         {

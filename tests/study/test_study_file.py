@@ -280,10 +280,19 @@ def test_autoattack_steps_run_last_after_their_own_run(tmp_path):
     assert [job.label for job in jobs[:-1]] == [f"{arm}/seed{seed}" for seed in spec.seeds for arm in spec.arm_names]
 
 
-def test_a_job_waiting_for_a_failed_run_is_not_started(tmp_path):
+def test_a_job_waiting_for_a_failed_run_is_not_started(tmp_path, monkeypatch):
+    import sys
+
+    from ades_core.study import execute
     from ades_core.study.execute import StudyRunner
     from ades_core.study.plan import RunJob, Step
 
+    # each step runs a bare interpreter that exits with the step's status (no torch import):
+    # what is under test is the waiting, not the run
+    def exit_command(step: Step) -> list[str]:
+        return [sys.executable, "-c", f"raise SystemExit({2 if '--no-such-option' in step.args else 0})"]
+
+    monkeypatch.setattr(execute, "step_command", exit_command)
     broken = Step(kind="train", how="new", args=["run", "--no-such-option"], log=tmp_path / "train.log")
     late = Step(kind="autoattack", how="new", args=["list"], log=tmp_path / "autoattack.log")
     first = RunJob(arm="a", seed=0, folder=tmp_path, steps=[broken])
