@@ -21,20 +21,9 @@ from torch import nn
 
 from ades_core import RunConfig, build
 from ades_core.engine.trainer import Trainer
+from tests.faults import NaNGradient
 
 EPS = 8 / 255
-
-
-class _NaNBackward(torch.autograd.Function):
-    """Identity forward; NaN backward."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * float("nan")
 
 
 class NaNWeightGradientAt(nn.Module):
@@ -50,7 +39,7 @@ class NaNWeightGradientAt(nn.Module):
         out = self.inner.step(model, x, y, idx)
         if self.calls in self.bad:
             weight = next(model.parameters())
-            out = attrs.evolve(out, loss=out.loss + 0.0 * _NaNBackward.apply(weight.sum()))
+            out = attrs.evolve(out, loss=out.loss + 0.0 * NaNGradient.apply(weight.sum()))
         return out
 
 

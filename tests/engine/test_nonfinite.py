@@ -11,20 +11,9 @@ from torch import nn
 
 from ades_core import RunConfig, build
 from ades_core.engine.nonfinite import NonFiniteError, StepGuard
-from ades_core.engine.trainer import Trainer
 from ades_core.engine.runfolder.state_files import load_training_state
-
-
-class _NaNGradient(torch.autograd.Function):
-    """Identity forward; NaN backward: a finite loss with a non-finite gradient."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * float("nan")
+from ades_core.engine.trainer import Trainer
+from tests.faults import NaNGradient
 
 
 class NaNAtSteps(nn.Module):
@@ -43,7 +32,7 @@ class NaNAtSteps(nn.Module):
         if self.calls in self.loss_steps:
             return attrs.evolve(out, loss=out.loss * float("nan"))
         if self.calls in self.grad_steps:
-            return attrs.evolve(out, loss=_NaNGradient.apply(out.loss))
+            return attrs.evolve(out, loss=NaNGradient.apply(out.loss))
         return out
 
 
@@ -113,7 +102,7 @@ def test_stop_mode_changes_nothing_and_only_flags():
 def test_a_nan_gradient_with_a_finite_loss_is_caught():
     layer = nn.Linear(2, 1)
     guard = StepGuard("stop", [layer], [])
-    loss = _NaNGradient.apply(layer(torch.ones(1, 2)).sum())
+    loss = NaNGradient.apply(layer(torch.ones(1, 2)).sum())
     loss.backward()
     assert torch.isfinite(loss) and not bool(guard.finite(loss))
 
