@@ -5,6 +5,8 @@ A study file is TOML (``.toml``) or JSON (``.json``) with these keys::
     name        str            the study's name (the table's title)
     out         str            the study folder; relative to the working directory, ``~`` expanded
     reference   str            the arm every other arm is compared with (paired over seeds)
+    comparisons [[arm, against], ...]  further paired comparisons, ``arm - against`` (optional;
+                               for example an arm against its controls)
     seeds       [int, ...]     at least 2 distinct seeds >= 0 (a paired interval needs 2)
     parallel    int            runs side by side (default 1)
     description str            free text, copied into the table (optional)
@@ -37,7 +39,8 @@ import attrs
 
 from ades_core.errors import AdesError
 
-TOP_KEYS = ("name", "out", "reference", "seeds", "parallel", "description", "run", "eval", "autoattack", "arms")
+TOP_KEYS = ("name", "out", "reference", "seeds", "parallel", "description", "run", "eval", "autoattack", "arms",
+            "comparisons")
 REQUIRED_KEYS = ("name", "out", "reference", "seeds", "arms")
 AUTOATTACK_KEYS = ("arms", "seeds", "n")
 RUN_OWNED = ("seed", "out", "resume", "overwrite", "help")
@@ -109,6 +112,27 @@ def _seeds(raw: Any, where: str, *, minimum: int) -> tuple[int, ...]:
             else f"{where} must name at least {minimum} seed"
         )
     return tuple(raw)
+
+
+def _comparisons(raw: Any, arm_names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """``[[arm, against], ...]``: pairs of two different arms, each pair once."""
+    if not isinstance(raw, list | tuple):
+        raise StudyFileError(f"comparisons must be a list of [arm, against] pairs, got {raw!r}")
+    pairs: list[tuple[str, str]] = []
+    for entry in raw:
+        if (not isinstance(entry, list | tuple) or len(entry) != 2
+                or not all(isinstance(name, str) for name in entry)):
+            raise StudyFileError(f"comparisons: each entry is a pair of arm names [arm, against], got {entry!r}")
+        for name in entry:
+            if name not in arm_names:
+                raise StudyFileError(f"comparisons: no arm named {name!r}; arms: {_keys(arm_names)}")
+        pair = (entry[0], entry[1])
+        if pair[0] == pair[1]:
+            raise StudyFileError(f"comparisons: {list(pair)} compares an arm with itself; name two different arms")
+        if pair in pairs:
+            raise StudyFileError(f"comparisons: {list(pair)} is given twice")
+        pairs.append(pair)
+    return tuple(pairs)
 
 
 def _positive_int(raw: Any, where: str) -> int:
@@ -198,6 +222,7 @@ class StudySpec:
     name: str
     out: Path = attrs.field(converter=lambda p: Path(p).expanduser())
     reference: str
+    comparisons: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=tuple)
     seeds: tuple[int, ...] = attrs.field(converter=tuple)
     arms: tuple[Arm, ...] = attrs.field(converter=tuple)
     run_options: Mapping[str, OptionValue] = attrs.field(factory=dict, converter=lambda o: dict(o))
@@ -250,6 +275,7 @@ class StudySpec:
         reference = _text(raw["reference"], "reference")
         if reference not in names:
             raise StudyFileError(f"reference: no arm named {reference!r}; arms: {_keys(names)}")
+        comparisons = _comparisons(raw.get("comparisons", []), names)
         seeds = _seeds(raw["seeds"], "seeds", minimum=2)
         run_options = normalise_options(raw.get("run", {}), "run")
         _refuse_owned(run_options, RUN_OWNED, "run", "ades run")
@@ -269,6 +295,7 @@ class StudySpec:
             name=_text(raw["name"], "name"),
             out=_text(raw["out"], "out"),
             reference=reference,
+            comparisons=comparisons,
             seeds=seeds,
             arms=arms,
             run_options=run_options,

@@ -1,5 +1,8 @@
 """The study's table: per arm, mean and spread over seeds and the paired difference to the reference.
 
+The study file's ``comparisons`` add paired differences between other arms
+(an arm against its controls), computed the same way.
+
 :func:`study_results` reads every run folder of a study and returns the
 JSON-ready record written to ``<out>/study.json``; :func:`render_markdown`
 turns it into ``<out>/study.md``. Only finished runs (trained and evaluated)
@@ -50,6 +53,23 @@ def metric_unit(name: str) -> str:
     return {EPS_MEAN: "eps", EPS_STD: "eps", SECONDS: "seconds"}.get(name, "accuracy")
 
 
+def _paired_differences(spec: StudySpec, runs: list[RunResult], against: list[RunResult]) -> dict[str, Any]:
+    """Per metric, ``runs - against`` paired by seed with its t interval (no interval below 2 pairs)."""
+    differences: dict[str, Any] = {}
+    for name in metric_names(spec):
+        mine = {r.seed: r.values[name] for r in runs if name in r.values}
+        theirs = {r.seed: r.values[name] for r in against if name in r.values}
+        common = sorted(set(mine) & set(theirs))
+        if len(common) >= 2:
+            differences[name] = paired_difference(mine, theirs, confidence=CONFIDENCE).to_dict()
+        else:
+            differences[name] = {"n": len(common), "seeds": common,
+                                 "differences": [mine[s] - theirs[s] for s in common],
+                                 "mean": None, "std": None, "t": None, "low": None, "high": None,
+                                 "confidence": CONFIDENCE}
+    return differences
+
+
 def _arm_record(spec: StudySpec, arm: str, runs: list[RunResult], reference: list[RunResult] | None) -> dict:
     metrics: dict[str, Any] = {}
     for name in metric_names(spec):
@@ -60,24 +80,11 @@ def _arm_record(spec: StudySpec, arm: str, runs: list[RunResult], reference: lis
         mean, std = mean_std(list(per_seed.values()))
         metrics[name] = {"n": len(per_seed), "seeds": list(per_seed), "values": list(per_seed.values()),
                          "mean": mean, "std": std}
-    differences: dict[str, Any] = {}
-    if reference is not None:
-        for name in metric_names(spec):
-            mine = {r.seed: r.values[name] for r in runs if name in r.values}
-            theirs = {r.seed: r.values[name] for r in reference if name in r.values}
-            common = sorted(set(mine) & set(theirs))
-            if len(common) >= 2:
-                differences[name] = paired_difference(mine, theirs, confidence=CONFIDENCE).to_dict()
-            else:
-                differences[name] = {"n": len(common), "seeds": common,
-                                     "differences": [mine[s] - theirs[s] for s in common],
-                                     "mean": None, "std": None, "t": None, "low": None, "high": None,
-                                     "confidence": CONFIDENCE}
     return {
         "options": spec.arm_options(arm),
         "runs": [r.to_dict() for r in runs],
         "metrics": metrics,
-        "vs_reference": differences if reference is not None else None,
+        "vs_reference": None if reference is None else _paired_differences(spec, runs, reference),
     }
 
 
@@ -103,6 +110,10 @@ def study_results(spec: StudySpec) -> dict[str, Any]:
             arm: _arm_record(spec, arm, runs[arm], None if arm == spec.reference else runs[spec.reference])
             for arm in spec.arm_names
         },
+        "comparisons": [
+            {"arm": arm, "against": against, "differences": _paired_differences(spec, runs[arm], runs[against])}
+            for arm, against in spec.comparisons
+        ],
         "learned": {
             arm: summarise_learned(r.folder for r in runs[arm] if r.status in ("trained", "finished"))
             for arm in spec.arm_names
@@ -145,6 +156,23 @@ def _relative(path: str, base: Path) -> str:
         return os.path.relpath(path, base)
     except ValueError:
         return path
+
+
+def _comparison_lines(comparisons: list[Mapping[str, Any]], names: list[str], confidence: int) -> list[str]:
+    """The study file's further comparisons: one row ``arm − against`` each, cells as the reference's."""
+    if not comparisons:
+        return []
+    lines = ["", "## Paired differences between arms", "",
+             f"The study file's `comparisons`: per seed `arm − against`, the mean over the n seeds both finished "
+             f"and its {confidence}% t interval, as above.", "",
+             "| arm − against | n | " + " | ".join(_header(n) for n in names) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in names) + " |"]
+    for comparison in comparisons:
+        diffs = comparison["differences"]
+        paired = max((d["n"] for d in diffs.values()), default=0)
+        lines.append(f"| {comparison['arm']} − {comparison['against']} | {paired} | "
+                     + " | ".join(_difference_cell(diffs[n], n) for n in names) + " |")
+    return lines
 
 
 def _learned_lines(learned: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list[str]:
@@ -208,6 +236,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         diffs = record["vs_reference"]
         paired = max((d["n"] for d in diffs.values()), default=0)
         lines.append(f"| {arm} | {paired} | " + " | ".join(_difference_cell(diffs[n], n) for n in names) + " |")
+    lines += _comparison_lines(results.get("comparisons") or [], names, confidence)
     lines += _learned_lines(results.get("learned") or {})
     lines += ["", "## Runs", "", "| arm | seed | status | folder | " + " | ".join(names) + " |",
               "| --- | ---: | --- | --- | " + " | ".join("---:" for _ in names) + " |"]

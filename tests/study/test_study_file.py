@@ -58,6 +58,11 @@ def _error(tmp_path: Path, raw: dict | str, suffix: str = ".json") -> str:
         ({"autoattack": {"seeds": [5]}}, "autoattack.seeds: seed 5 is not one of the study's seeds [0, 1]"),
         ({"autoattack": {"n": 10, "every": 1}}, "autoattack: unknown key 'every'; accepted: arms, seeds, n"),
         ({"eval": {"attack": "pgd20,autoattack"}, "autoattack": {"n": 10}}, "eval.attack includes autoattack"),
+        ({"comparisons": "ades"}, "comparisons must be a list of [arm, against] pairs, got 'ades'"),
+        ({"comparisons": [["ades"]]}, "comparisons: each entry is a pair of arm names [arm, against], got ['ades']"),
+        ({"comparisons": [["ades", "control"]]}, "comparisons: no arm named 'control'; arms: pgd-at, ades"),
+        ({"comparisons": [["ades", "ades"]]}, "comparisons: ['ades', 'ades'] compares an arm with itself"),
+        ({"comparisons": [["ades", "pgd-at"], ["ades", "pgd-at"]]}, "comparisons: ['ades', 'pgd-at'] is given twice"),
     ],
 )
 def test_a_malformed_study_file_is_one_line_naming_the_key(tmp_path, changes, expected):
@@ -238,6 +243,33 @@ def test_table_only_rebuilds_the_table_from_the_run_folders(tmp_path):
     assert "| ades | 2 | +2.50 [" in markdown  # clean: 64 - 60, 63 - 62
     assert "`ades/seed1`" in markdown
     assert (runs / "study.png").stat().st_size > 1000
+
+
+def test_a_comparison_between_arms_is_paired_by_seed_like_the_reference(tmp_path):
+    # pgd-at against ades: the reference table's differences with the sign turned
+    study = write_study_file(tmp_path / "toy.toml", tmp_path / "study", comparisons=[["pgd-at", "ades"]])
+    runs = tmp_path / "study"
+    for arm, seed, clean, fgsm in [("pgd-at", 0, 0.60, 0.30), ("pgd-at", 1, 0.62, 0.34),
+                                   ("ades", 0, 0.64, 0.33), ("ades", 1, 0.63, 0.38)]:
+        write_finished_run(runs / arm / f"seed{seed}", clean=clean, robust={"fgsm": fgsm}, worst=fgsm)
+    assert CliRunner().invoke(cli, ["study", str(study), "--table-only"]).exit_code == 0
+    table = json.loads((runs / "study.json").read_text())
+    [comparison] = table["comparisons"]
+    assert (comparison["arm"], comparison["against"]) == ("pgd-at", "ades")
+    diff = comparison["differences"]["fgsm"]
+    assert diff["differences"] == pytest.approx([-0.03, -0.04]) and diff["mean"] == pytest.approx(-0.035)
+    half = 12.706205 * 0.01 / 2 ** 0.5 / 2 ** 0.5  # t_{0.975,1} * sd / sqrt(2), as for the reference
+    assert (diff["low"], diff["high"]) == pytest.approx((-0.035 - half, -0.035 + half), rel=1e-6)
+    markdown = (runs / "study.md").read_text()
+    assert "## Paired differences between arms" in markdown
+    assert "| pgd-at − ades | 2 | -2.50 [" in markdown  # clean: 60 - 64, 62 - 63
+
+
+def test_a_study_without_comparisons_writes_no_comparison_section(tmp_path):
+    study = write_study_file(tmp_path / "toy.toml", tmp_path / "study")
+    assert CliRunner().invoke(cli, ["study", str(study), "--table-only"]).exit_code == 0
+    assert json.loads((tmp_path / "study" / "study.json").read_text())["comparisons"] == []
+    assert "between arms" not in (tmp_path / "study" / "study.md").read_text()
 
 
 def test_a_run_without_a_current_evaluation_leaves_its_accuracies_out(tmp_path):
