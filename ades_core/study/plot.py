@@ -2,10 +2,12 @@
 
 Left panel: for every accuracy metric (clean, each attack, AutoAttack, worst
 case), one marker per arm at the mean over seeds, error bars of one sample
-standard deviation. Right panel: for every arm but the reference, the paired
+standard deviation. Middle panel: for every arm but the reference, the paired
 difference to the reference per accuracy metric, error bars spanning the t
-interval; a dashed line at 0. Both in percent (percentage points). Drawn with
-matplotlib's Agg backend (no display needed).
+interval; a dashed line at 0. With the study file's ``comparisons``, a right
+panel draws each pair's difference ``arm − against`` the same way. All in
+percent (percentage points). Drawn with matplotlib's Agg backend (no display
+needed).
 """
 
 from __future__ import annotations
@@ -15,8 +17,27 @@ from pathlib import Path
 from typing import Any
 
 
+def _draw_differences(axis: Any, rows: list[tuple[str, Mapping[str, Any]]], metrics: list[str]) -> None:
+    """One marker per (label, metric) at the paired mean, error bars spanning its interval."""
+    width = 0.8 / max(1, len(rows))
+    for i, (label, differences) in enumerate(rows):
+        xs, ys, low, high = [], [], [], []
+        for j, metric in enumerate(metrics):
+            diff = differences[metric]
+            if diff["mean"] is not None:
+                xs.append(j + (i - (len(rows) - 1) / 2) * width)
+                ys.append(100 * diff["mean"])
+                low.append(100 * (diff["mean"] - diff["low"]))
+                high.append(100 * (diff["high"] - diff["mean"]))
+        axis.errorbar(xs, ys, yerr=[low, high], fmt="s", capsize=3, label=label)
+    axis.axhline(0.0, color="gray", linestyle="--", linewidth=1)
+    axis.set_xticks(range(len(metrics)), metrics)
+    if rows:
+        axis.legend(fontsize="small")
+
+
 def plot_study(results: Mapping[str, Any], path: Path) -> Path:
-    """Draw the two panels of ``results`` (the record of ``study.json``) into ``path``."""
+    """Draw the panels of ``results`` (the record of ``study.json``) into ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,8 +47,10 @@ def plot_study(results: Mapping[str, Any], path: Path) -> Path:
 
     metrics = [m["name"] for m in results["metrics"] if m["unit"] == "accuracy"]
     arms = list(results["arms"])
-    others = [a for a in arms if results["arms"][a]["vs_reference"] is not None]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    comparisons = results.get("comparisons") or []
+    panels = 3 if comparisons else 2
+    figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5))
+    left, middle = axes[0], axes[1]
     width = 0.8 / max(1, len(arms))
     for i, arm in enumerate(arms):
         xs, ys, errors = [], [], []
@@ -42,24 +65,17 @@ def plot_study(results: Mapping[str, Any], path: Path) -> Path:
     left.set_ylabel("accuracy (%), mean ± std over seeds")
     left.set_title("per arm")
     left.legend(fontsize="small")
-    width = 0.8 / max(1, len(others))
-    for i, arm in enumerate(others):
-        xs, ys, low, high = [], [], [], []
-        for j, metric in enumerate(metrics):
-            diff = results["arms"][arm]["vs_reference"][metric]
-            if diff["mean"] is not None:
-                xs.append(j + (i - (len(others) - 1) / 2) * width)
-                ys.append(100 * diff["mean"])
-                low.append(100 * (diff["mean"] - diff["low"]))
-                high.append(100 * (diff["high"] - diff["mean"]))
-        right.errorbar(xs, ys, yerr=[low, high], fmt="s", capsize=3, label=arm)
-    right.axhline(0.0, color="gray", linestyle="--", linewidth=1)
-    right.set_xticks(range(len(metrics)), metrics)
     confidence = round(100 * results["confidence"])
-    right.set_ylabel(f"difference (points), {confidence}% t interval")
-    right.set_title(f"paired difference to {results['reference']}")
-    if others:
-        right.legend(fontsize="small")
+    against_reference = [(arm, results["arms"][arm]["vs_reference"]) for arm in arms
+                         if results["arms"][arm]["vs_reference"] is not None]
+    _draw_differences(middle, against_reference, metrics)
+    middle.set_ylabel(f"difference (points), {confidence}% t interval")
+    middle.set_title(f"paired difference to {results['reference']}")
+    if comparisons:
+        right = axes[2]
+        _draw_differences(right, [(f"{c['arm']} − {c['against']}", c["differences"]) for c in comparisons], metrics)
+        right.set_ylabel(f"difference (points), {confidence}% t interval")
+        right.set_title("paired differences between arms")
     figure.suptitle(f"study {results['name']}")
     figure.tight_layout()
     path = Path(path)

@@ -263,6 +263,9 @@ def test_a_comparison_between_arms_is_paired_by_seed_like_the_reference(tmp_path
     markdown = (runs / "study.md").read_text()
     assert "## Paired differences between arms" in markdown
     assert "| pgd-at − ades | 2 | -2.50 [" in markdown  # clean: 60 - 64, 62 - 63
+    from PIL import Image
+
+    assert Image.open(runs / "study.png").size == (1980, 495)  # three panels of 6 x 4.5 inches at 110 dpi
 
 
 def test_a_study_without_comparisons_writes_no_comparison_section(tmp_path):
@@ -270,6 +273,9 @@ def test_a_study_without_comparisons_writes_no_comparison_section(tmp_path):
     assert CliRunner().invoke(cli, ["study", str(study), "--table-only"]).exit_code == 0
     assert json.loads((tmp_path / "study" / "study.json").read_text())["comparisons"] == []
     assert "between arms" not in (tmp_path / "study" / "study.md").read_text()
+    from PIL import Image
+
+    assert Image.open(tmp_path / "study" / "study.png").size == (1320, 495)  # two panels, no third
 
 
 def test_a_run_without_a_current_evaluation_leaves_its_accuracies_out(tmp_path):
