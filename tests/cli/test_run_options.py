@@ -36,7 +36,7 @@ NAMES = """
 TEXT_VALUES = {
     "defense": "pgd-at", "dataset": "imagefolder", "backbone": "ades_cnn_small", "device": "cpu",
     "scheduler": "mlp", "scheduler_objective": "target", "attack_loss": "cw", "loss": "trades",
-    "lr_schedule": "cosine", "static_weights": "1,2,3", "cue": "grad,entropy", "data_dir": "/tmp/ades-data",
+    "lr_schedule": "cosine", "static_weights": "1,2,3", "cue": "grad,entropy", "data_dir": "some/data-folder",
 }  # fmt: skip
 """A valid value, other than the default, of each option whose value is free text."""
 
