@@ -134,14 +134,33 @@ def _header(name: str) -> str:
     return f"{label} ({'%' if unit == 'accuracy' else '/255' if unit == 'eps' else 's'})"
 
 
-def _cell(summary: Mapping[str, Any], name: str) -> str:
+def _cell(summary: Mapping[str, Any], name: str, row_n: int) -> str:
+    """``mean ± sd``; ``(n=k)`` added where fewer seeds hold the metric than the row's ``row_n``."""
     if summary.get("mean") is None:
         return "—"
     scale = _scale(name)
     text = f"{scale * summary['mean']:.2f}"
     if summary.get("std") is not None:
         text += f" ± {scale * summary['std']:.2f}"
+    if summary.get("n", row_n) < row_n:
+        text += f" (n={summary['n']})"
     return text
+
+
+def _autoattack_note(evaluation: Mapping[str, Any]) -> list[str]:
+    """Say where the AutoAttack column comes from: fewer runs, fewer images, not in the worst case."""
+    plan = evaluation.get("autoattack")
+    if not plan:
+        return []
+    images = "the evaluation's default number of" if plan.get("n") is None else f"{plan['n']:,}"
+    main = evaluation.get("options", {}).get("n")
+    main_images = "the evaluation's default number of" if main is None else f"{main:,}"
+    note = (f"AutoAttack (the `autoattack` column) ran only for arms {', '.join(plan['arms'])}, seeds "
+            f"{plan['seeds']}, on {images} test images (each run's `eval-autoattack.json`); the other attacks "
+            f"ran on {main_images} test images. Its figures are single runs where one seed ran, and the worst "
+            "case is over the other attacks only: compare AutoAttack with the other columns as a check on "
+            "them, not as a paired result.")
+    return [note, ""]
 
 
 def _difference_cell(diff: Mapping[str, Any], name: str) -> str:
@@ -209,6 +228,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         f"written {results['written']}. Accuracies in %, budgets in units of 1/255, seconds per training "
         f"epoch; mean ± sample standard deviation over the seeds that finished (n). Raw numbers: `study.json`.",
         "",
+        *_autoattack_note(results.get("eval") or {}),
         "## Mean over seeds",
         "",
         "| arm | n | " + " | ".join(_header(n) for n in names) + " |",
@@ -216,7 +236,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     ]
     for arm, record in results["arms"].items():
         finished = sum(1 for r in record["runs"] if r["status"] == "finished")
-        cells = [_cell(record["metrics"][n], n) for n in names]
+        cells = [_cell(record["metrics"][n], n, finished) for n in names]
         lines.append(f"| {arm} | {finished} | " + " | ".join(cells) + " |")
     confidence = round(100 * results["confidence"])
     lines += [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -354,3 +355,25 @@ def test_sigterm_and_sigint_become_keyboard_interrupts_while_a_study_runs():
         with pytest.raises(KeyboardInterrupt), stop_on_signals():
             os.kill(os.getpid(), sig)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_autoattack_column_says_it_is_fewer_runs_on_fewer_images_and_stays_out_of_the_worst_case(tmp_path):
+    study = write_study_file(tmp_path / "toy.toml", tmp_path / "study")
+    with study.open("a", encoding="utf-8") as handle:
+        handle.write('\n[autoattack]\narms = ["ades"]\nseeds = [0]\nn = 4\n')
+    runs = tmp_path / "study"
+    for arm, seed, clean, fgsm in [("pgd-at", 0, 0.60, 0.30), ("pgd-at", 1, 0.62, 0.34),
+                                   ("ades", 0, 0.64, 0.33), ("ades", 1, 0.63, 0.38)]:
+        write_finished_run(runs / arm / f"seed{seed}", clean=clean, robust={"fgsm": fgsm}, worst=fgsm)
+    report = runs / "ades" / "seed0" / "eval-autoattack.json"
+    report.write_text(json.dumps({"clean_acc": 0.5, "attacks": [{"name": "autoattack", "robust_acc": 0.25}]}))
+    later = (runs / "ades" / "seed0" / "model.safetensors").stat().st_mtime + 1
+    os.utime(report, (later, later))
+    assert CliRunner().invoke(cli, ["study", str(study), "--table-only"]).exit_code == 0
+    ades = json.loads((runs / "study.json").read_text())["arms"]["ades"]
+    assert ades["metrics"]["autoattack"]["values"] == [0.25]
+    assert ades["metrics"]["worst-case"]["values"] == [0.33, 0.38]  # AutoAttack's 0.25 is not folded in
+    markdown = (runs / "study.md").read_text()
+    assert "| ades | 2 | 63.50 ± 0.71 | 35.50 ± 3.54 | 25.00 (n=1) | 35.50 ± 3.54 |" in markdown
+    assert "ran only for arms ades, seeds [0], on 4 test images" in markdown
+    assert "the other attacks ran on 8 test images" in markdown
