@@ -152,12 +152,12 @@ def _autoattack_note(evaluation: Mapping[str, Any]) -> list[str]:
     plan = evaluation.get("autoattack")
     if not plan:
         return []
-    images = "the evaluation's default number of" if plan.get("n") is None else f"{plan['n']:,}"
-    main = evaluation.get("options", {}).get("n")
-    main_images = "the evaluation's default number of" if main is None else f"{main:,}"
+    def images(n: int | None) -> str:
+        return "the evaluation's default number of" if n is None else f"{n:,}"
+
     note = (f"AutoAttack (the `autoattack` column) ran only for arms {', '.join(plan['arms'])}, seeds "
-            f"{plan['seeds']}, on {images} test images (each run's `eval-autoattack.json`); the other attacks "
-            f"ran on {main_images} test images. Its figures are single runs where one seed ran, and the worst "
+            f"{plan['seeds']}, on {images(plan.get('n'))} test images (each run's `eval-autoattack.json`); the "
+            f"other attacks ran on {images(evaluation.get('options', {}).get('n'))} test images. Its figures are single runs where one seed ran, and the worst "
             "case is over the other attacks only: compare AutoAttack with the other columns as a check on "
             "them, not as a paired result.")
     return [note, ""]
